@@ -11,3 +11,7 @@ pub mod disk;
 pub mod clock;
 pub mod rng;
 pub mod transport;
+pub mod producer;
+pub mod log;
+#[cfg(test)]
+pub mod testing;

@@ -1,0 +1,551 @@
+//! The partition log: an ordered list of [`Segment`]s in one directory, plus
+//! the idempotent producer state derived from it.
+//!
+//! # Offsets
+//! - `log_start_offset`: the base offset of the oldest segment (retention
+//!   deletes whole segments and so moves it forward);
+//! - `log_end_offset` (LEO): the offset the next batch gets;
+//! - `high_watermark` (HW): the end of the durable prefix. On one node, data
+//!   becomes visible to consumers and `acks=all` is answered only once it is
+//!   fsynced, so a consumer never reads a record that a crash could take back.
+//!
+//! # Recovery
+//! Sealed segments were synced when they were sealed; their indexes are
+//! trusted if well formed and rebuilt otherwise. The active (last) segment is
+//! scanned batch by batch (header, length, CRC-32C, offset contiguity); the
+//! first invalid batch and everything after it is a torn or unsynced tail and
+//! is truncated. Producer state is loaded from the newest snapshot (written
+//! at each roll) and replayed from the log after it.
+
+pub mod segment;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chronik_proto::batch::{self, BatchError, BatchHeader};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::disk::{self, Disk, DiskFile};
+use crate::producer::ProducerStates;
+pub use segment::Segment;
+
+const SNAPSHOT_SUFFIX: &str = ".snapshot";
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// Per-log settings (from topic configs and broker defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    /// -1: keep forever.
+    pub retention_ms: i64,
+    /// -1: no size limit.
+    pub retention_bytes: i64,
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// Why a log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("corrupt data in {path} at position {position}: {reason}")]
+    Corrupt { path: String, position: u64, reason: BatchError },
+    #[error("the log is offline after an earlier I/O failure: {0}")]
+    Offline(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io { path: path.display().to_string(), source }
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// Batches read from the log: whole batches, in offset order.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub bytes: Vec<u8>,
+}
+
+pub struct PartitionLog {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    config: LogConfig,
+    segments: Vec<Segment>,
+    high_watermark: i64,
+    pub producers: ProducerStates,
+    /// Set after a failed write or sync; the log then refuses everything
+    /// until the broker restarts and recovers it (fsync failures leave the
+    /// page cache in an unknown state).
+    offline: Option<String>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset())
+            .field("log_end_offset", &self.log_end_offset())
+            .field("high_watermark", &self.high_watermark)
+            .finish()
+    }
+}
+
+fn parse_name(name: &str, suffix: &str) -> Option<i64> {
+    let stem = name.strip_suffix(suffix)?;
+    (stem.len() == 20).then(|| stem.parse().ok()).flatten()
+}
+
+impl PartitionLog {
+    /// Opens (recovering) or creates the log in `dir`.
+    pub fn open(disk: Arc<dyn Disk>, dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
+        disk.create_dir_all(dir).map_err(io_err(dir))?;
+        if let Some(parent) = dir.parent() {
+            disk.sync_dir(parent).map_err(io_err(parent))?;
+        }
+        let names = disk.list(dir).map_err(io_err(dir))?;
+        for name in &names {
+            if name.ends_with(".tmp") {
+                let _ = disk.remove_file(&dir.join(name));
+            }
+        }
+        let mut bases: Vec<i64> = names.iter().filter_map(|n| parse_name(n, segment::LOG_SUFFIX)).collect();
+        bases.sort_unstable();
+        let mut snapshots: Vec<i64> = names.iter().filter_map(|n| parse_name(n, SNAPSHOT_SUFFIX)).collect();
+        snapshots.sort_unstable();
+
+        let mut log = PartitionLog {
+            disk: disk.clone(),
+            dir: dir.to_path_buf(),
+            config,
+            segments: Vec::new(),
+            high_watermark: 0,
+            producers: ProducerStates::default(),
+            offline: None,
+        };
+        if bases.is_empty() {
+            let seg = Segment::create(&*disk, dir, 0, now_ms, log.config.index_interval_bytes).map_err(io_err(dir))?;
+            log.segments.push(seg);
+            return Ok(log);
+        }
+
+        // Producer state: the newest snapshot at or before the active segment.
+        let active_base = *bases.last().expect("non-empty");
+        let mut replay_from = bases[0];
+        if let Some(&snap) = snapshots.iter().rev().find(|&&s| s <= active_base && s >= bases[0]) {
+            let path = dir.join(segment::file_name(snap, SNAPSHOT_SUFFIX));
+            match disk::read_all(&*disk, &path).map_err(io_err(&path))?.map(|b| serde_json::from_slice::<ProducerStates>(&b)) {
+                Some(Ok(state)) => {
+                    log.producers = state;
+                    replay_from = snap;
+                }
+                Some(Err(e)) => tracing::warn!(snapshot = %path.display(), error = %e, "ignoring unreadable producer snapshot"),
+                None => {}
+            }
+        }
+
+        for (i, &base) in bases.iter().enumerate() {
+            let is_active = i + 1 == bases.len();
+            let interval = log.config.index_interval_bytes;
+            let (mut seg, end) = if is_active || base >= replay_from {
+                let producers = &mut log.producers;
+                let replay = base >= replay_from;
+                Segment::recover(&*disk, dir, base, now_ms, interval, |h| {
+                    if replay {
+                        producers.record(h)
+                    }
+                })
+                .map_err(io_err(dir))?
+            } else {
+                Segment::open_sealed(&*disk, dir, base, bases[i + 1], now_ms, interval).map_err(io_err(dir))?
+            };
+            if let Some(reason) = end.invalid {
+                if is_active {
+                    tracing::warn!(
+                        segment = %seg.path().display(),
+                        valid_bytes = end.valid_len,
+                        %reason,
+                        "truncating the torn tail of the active segment"
+                    );
+                    seg.truncate_file(end.valid_len).map_err(io_err(seg.path()))?;
+                } else {
+                    return Err(LogError::Corrupt { path: seg.path().display().to_string(), position: end.valid_len, reason });
+                }
+            }
+            if let Some(prev) = log.segments.last() {
+                if prev.next_offset != seg.base_offset {
+                    return Err(LogError::Corrupt {
+                        path: seg.path().display().to_string(),
+                        position: 0,
+                        reason: BatchError::BadLength(-1),
+                    });
+                }
+            }
+            log.segments.push(seg);
+        }
+        // Everything that survived recovery is durable from here on.
+        log.active().file.sync().map_err(io_err(dir))?;
+        log.high_watermark = log.log_end_offset();
+        log.check_invariants();
+        Ok(log)
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn offline(&self) -> Option<&str> {
+        self.offline.as_deref()
+    }
+
+    fn ensure_online(&self) -> Result<(), LogError> {
+        match &self.offline {
+            Some(why) => Err(LogError::Offline(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn go_offline(&mut self, e: LogError) -> LogError {
+        tracing::error!(dir = %self.dir.display(), error = %e, "partition log is going offline until restart");
+        self.offline = Some(e.to_string());
+        e
+    }
+
+    /// Asserts the log's own invariants; cheap, and on in release.
+    pub fn check_invariants(&self) {
+        assert!(!self.segments.is_empty());
+        for w in self.segments.windows(2) {
+            assert_eq!(w[0].next_offset, w[1].base_offset, "segments must be contiguous");
+        }
+        assert!(self.log_start_offset() <= self.high_watermark, "HW below log start");
+        assert!(self.high_watermark <= self.log_end_offset(), "HW beyond LEO");
+    }
+
+    /// Appends one validated batch (CRC checked by the caller), stamping its
+    /// base offset and leader epoch. Not durable until [`Self::flush`].
+    pub fn append(&mut self, mut batch: Vec<u8>, leader_epoch: i32, now_ms: i64) -> Result<Appended, LogError> {
+        self.ensure_online()?;
+        let len = batch.len() as u64;
+        if self.should_roll(len, now_ms) {
+            self.roll(now_ms).map_err(|e| self.go_offline(e))?;
+        }
+        let base_offset = self.log_end_offset();
+        batch::stamp(&mut batch, base_offset, leader_epoch);
+        let header = BatchHeader::parse(&batch).expect("batch was validated before append");
+        let seg = self.segments.last_mut().expect("active segment");
+        let position = seg.size;
+        if let Err(source) = seg.file.write_at(position, &batch) {
+            let e = LogError::Io { path: seg.path().display().to_string(), source };
+            // A failed write may have left part of the batch behind: cut it
+            // off so the next append does not land after garbage.
+            let _ = seg.file.truncate(position);
+            return Err(if matches!(e, LogError::Io { ref source, .. } if source.kind() == io::ErrorKind::StorageFull) {
+                e
+            } else {
+                self.go_offline(e)
+            });
+        }
+        seg.note_append(&header, len);
+        self.producers.record(&header);
+        Ok(Appended { base_offset, last_offset: header.last_offset() })
+    }
+
+    fn should_roll(&self, incoming: u64, now_ms: i64) -> bool {
+        let seg = self.active();
+        seg.size > 0
+            && (seg.size + incoming > self.config.segment_bytes.min(i32::MAX as u64)
+                || now_ms - seg.created_ms >= self.config.segment_ms)
+    }
+
+    /// Seals the active segment (sync, write its indexes, snapshot producer
+    /// state) and starts a new one at the LEO.
+    fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        let seg = self.active();
+        seg.file.sync().map_err(io_err(seg.path()))?;
+        seg.write_indexes(&*self.disk, &dir).map_err(io_err(&dir))?;
+        let base = self.log_end_offset();
+        self.high_watermark = base;
+        let snapshot = serde_json::to_vec(&self.producers).expect("producer state serializes");
+        let path = dir.join(segment::file_name(base, SNAPSHOT_SUFFIX));
+        disk::write_atomic(&*self.disk, &path, &snapshot).map_err(io_err(&path))?;
+        let seg = Segment::create(&*self.disk, &dir, base, now_ms, self.config.index_interval_bytes).map_err(io_err(&dir))?;
+        self.segments.push(seg);
+        self.prune_snapshots();
+        tracing::debug!(dir = %dir.display(), base, "rolled a new segment");
+        Ok(())
+    }
+
+    fn prune_snapshots(&self) {
+        let Ok(names) = self.disk.list(&self.dir) else { return };
+        let mut snaps: Vec<i64> = names.iter().filter_map(|n| parse_name(n, SNAPSHOT_SUFFIX)).collect();
+        snaps.sort_unstable();
+        let start = self.log_start_offset();
+        let keep_from = snaps.len().saturating_sub(SNAPSHOTS_KEPT);
+        for (i, s) in snaps.iter().enumerate() {
+            if i < keep_from || *s < start {
+                let _ = self.disk.remove_file(&self.dir.join(segment::file_name(*s, SNAPSHOT_SUFFIX)));
+            }
+        }
+    }
+
+    /// What a flush must sync, taken under the partition lock so the sync
+    /// itself can run without it: the active file and the LEO it covers.
+    pub fn flush_target(&self) -> Option<(Arc<dyn DiskFile>, i64)> {
+        if self.offline.is_some() || self.high_watermark == self.log_end_offset() {
+            return None;
+        }
+        Some((self.active().file.clone(), self.log_end_offset()))
+    }
+
+    /// Records that everything below `offset` is durable.
+    pub fn flushed(&mut self, offset: i64) {
+        if offset > self.high_watermark {
+            assert!(offset <= self.log_end_offset(), "flushed beyond LEO");
+            self.high_watermark = offset;
+        }
+    }
+
+    /// Marks the log offline after a failed flush.
+    pub fn flush_failed(&mut self, source: io::Error) -> LogError {
+        let e = LogError::Io { path: self.active().path().display().to_string(), source };
+        self.go_offline(e)
+    }
+
+    /// Syncs everything now (graceful shutdown, tests).
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        if let Some((file, leo)) = self.flush_target() {
+            if let Err(e) = file.sync() {
+                return Err(self.flush_failed(e));
+            }
+            self.flushed(leo);
+        }
+        Ok(())
+    }
+
+    fn segment_index_for(&self, offset: i64) -> usize {
+        self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1)
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to
+    /// `max_bytes` (but at least one batch if `at_least_one`), never past
+    /// `upper` (exclusive; the HW for consumers). Every batch's CRC is
+    /// checked after the read, pairing the check made before the write.
+    pub fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool, upper: i64) -> Result<ReadResult, LogError> {
+        self.ensure_online()?;
+        if offset >= upper || offset < self.log_start_offset() {
+            return Ok(ReadResult::default());
+        }
+        let mut i = self.segment_index_for(offset);
+        while i + 1 < self.segments.len() && self.segments[i].next_offset <= offset {
+            i += 1;
+        }
+        let mut out = Vec::new();
+        let mut pos = self.segments[i].position_for(offset);
+        // Skip the batches wholly before `offset` in the first segment.
+        let first = &self.segments[i];
+        loop {
+            match segment::read_header(&*first.file, pos, first.size).map_err(io_err(first.path()))? {
+                None => break,
+                Some(Err(reason)) => return Err(LogError::Corrupt { path: first.path().display().to_string(), position: pos, reason }),
+                Some(Ok(h)) if h.last_offset() < offset => pos += h.total_len() as u64,
+                Some(Ok(_)) => break,
+            }
+        }
+        // Then whole batches, segment after segment, until the budget, the
+        // upper bound or the end of the log.
+        for seg in &self.segments[i..] {
+            let budget = max_bytes.saturating_sub(out.len());
+            let mut want = budget.min((seg.size.saturating_sub(pos)) as usize);
+            if at_least_one && out.is_empty() {
+                if let Some(Ok(h)) = segment::read_header(&*seg.file, pos, seg.size).map_err(io_err(seg.path()))? {
+                    want = want.max(h.total_len());
+                }
+            }
+            if want == 0 {
+                if pos < seg.size {
+                    break;
+                }
+                pos = 0;
+                continue;
+            }
+            let mut bytes = vec![0u8; want];
+            seg.file.read_at(pos, &mut bytes).map_err(io_err(seg.path()))?;
+            let mut keep = 0;
+            let mut stop = false;
+            for item in batch::Batches::new(&bytes) {
+                let Ok((h, _, end)) = item else {
+                    stop = true; // a partial batch at the end of the window
+                    break;
+                };
+                if h.last_offset() >= upper {
+                    stop = true;
+                    break;
+                }
+                if let Err(reason) = batch::validate(&bytes[keep..end]) {
+                    return Err(LogError::Corrupt { path: seg.path().display().to_string(), position: pos + keep as u64, reason });
+                }
+                keep = end;
+            }
+            out.extend_from_slice(&bytes[..keep]);
+            if stop || pos + (keep as u64) < seg.size {
+                break;
+            }
+            pos = 0;
+        }
+        Ok(ReadResult { bytes: out })
+    }
+
+    /// The first record at or after `timestamp` below `upper`: (offset, its timestamp).
+    pub fn offset_for_timestamp(&self, timestamp: i64, upper: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.ensure_online()?;
+        for seg in &self.segments {
+            if seg.max_timestamp < timestamp || seg.base_offset >= upper {
+                continue;
+            }
+            let mut pos = seg.position_for_timestamp(timestamp);
+            while let Some(h) = segment::read_header(&*seg.file, pos, seg.size).map_err(io_err(seg.path()))? {
+                let h = h.map_err(|reason| LogError::Corrupt { path: seg.path().display().to_string(), position: pos, reason })?;
+                if h.base_offset >= upper {
+                    break;
+                }
+                if h.max_timestamp >= timestamp {
+                    let found = self.records_of(seg, pos, &h)?.into_iter().find(|(o, ts)| *ts >= timestamp && *o < upper);
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                pos += h.total_len() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp below `upper` (the first such if tied).
+    pub fn max_timestamp_record(&self, upper: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.ensure_online()?;
+        let mut best: Option<(i64, i64)> = None;
+        for seg in &self.segments {
+            if seg.base_offset >= upper || best.is_some_and(|(_, ts)| seg.max_timestamp <= ts) {
+                continue;
+            }
+            let mut pos = 0;
+            while let Some(h) = segment::read_header(&*seg.file, pos, seg.size).map_err(io_err(seg.path()))? {
+                let h = h.map_err(|reason| LogError::Corrupt { path: seg.path().display().to_string(), position: pos, reason })?;
+                if h.base_offset >= upper {
+                    break;
+                }
+                if best.is_none_or(|(_, ts)| h.max_timestamp > ts) {
+                    for (o, ts) in self.records_of(seg, pos, &h)? {
+                        if o < upper && best.is_none_or(|(_, b)| ts > b) {
+                            best = Some((o, ts));
+                        }
+                    }
+                }
+                pos += h.total_len() as u64;
+            }
+        }
+        Ok(best)
+    }
+
+    /// (offset, timestamp) of every record of the batch at `pos`, decompressing it.
+    fn records_of(&self, seg: &Segment, pos: u64, h: &BatchHeader) -> Result<Vec<(i64, i64)>, LogError> {
+        let mut buf = vec![0u8; h.total_len()];
+        seg.file.read_at(pos, &mut buf).map_err(io_err(seg.path()))?;
+        let corrupt = |reason| LogError::Corrupt { path: seg.path().display().to_string(), position: pos, reason };
+        batch::validate(&buf).map_err(corrupt)?;
+        let mut bytes = bytes::Bytes::from(buf);
+        let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
+            tracing::error!(segment = %seg.path().display(), position = pos, error = %e, "cannot decode a stored batch");
+            corrupt(BatchError::BadLength(h.batch_length))
+        })?;
+        Ok(set.records.iter().map(|r| (r.offset, r.timestamp)).collect())
+    }
+
+    /// Deletes whole sealed segments beyond the retention limits; returns how
+    /// many. The active segment is never deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        let mut total = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            // Only data below the HW may go: it has been durable and visible.
+            if oldest.next_offset > self.high_watermark {
+                break;
+            }
+            let by_time = self.config.retention_ms >= 0 && oldest.max_timestamp >= 0 && now_ms - oldest.max_timestamp > self.config.retention_ms;
+            let by_size = self.config.retention_bytes >= 0 && total - oldest.size as i64 >= self.config.retention_bytes;
+            if !by_time && !by_size {
+                break;
+            }
+            let seg = self.segments.remove(0);
+            total -= seg.size as i64;
+            seg.delete(&*self.disk, &self.dir).map_err(io_err(&self.dir))?;
+            tracing::info!(dir = %self.dir.display(), base = seg.base_offset, by_time, by_size, "retention deleted a segment");
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.disk.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+            self.prune_snapshots();
+        }
+        Ok(deleted)
+    }
+
+    /// Removes the log's directory (topic deletion).
+    pub fn delete(self) -> Result<(), LogError> {
+        self.disk.remove_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        if let Some(parent) = self.dir.parent() {
+            self.disk.sync_dir(parent).map_err(io_err(parent))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+//! Log tests: unit cases, then a model-based property test of append /
+//! read / flush / crash / restart on a fault-injecting `SimDisk`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chronik_proto::batch::{self, Batches};
+use kafka_protocol::records::Compression;
+use proptest::prelude::*;
+
+use super::*;
+use crate::disk::{FaultConfig, SimDisk};
+use crate::testing::{batch as make_batch, simple};
+
+fn small_config() -> LogConfig {
+    LogConfig { segment_bytes: 1024, segment_ms: i64::MAX / 2, retention_ms: -1, retention_bytes: -1, index_interval_bytes: 200 }
+}
+
+fn open(disk: &SimDisk, config: LogConfig) -> PartitionLog {
+    PartitionLog::open(Arc::new(disk.clone()), Path::new("t-0"), config, 0).unwrap()
+}
+
+fn offsets_of(bytes: &[u8]) -> Vec<(i64, i64)> {
+    Batches::new(bytes).map(|b| b.unwrap().0).map(|h| (h.base_offset, h.last_offset())).collect()
+}
+
+#[test]
+fn append_read_and_roll() {
+    let disk = SimDisk::new(1);
+    let mut log = open(&disk, small_config());
+    for i in 0..50 {
+        let a = log.append(simple(3, 1000 + i), 0, 0).unwrap();
+        assert_eq!(a.base_offset, i * 3);
+    }
+    assert!(log.segments.len() > 3, "small segments must roll");
+    assert_eq!(log.log_end_offset(), 150);
+    assert!(log.high_watermark() < 150);
+    log.flush().unwrap();
+    assert_eq!(log.high_watermark(), 150);
+    // Reading from the middle of a batch returns that whole batch.
+    let r = log.read(31, 1 << 20, true, log.high_watermark()).unwrap();
+    let got = offsets_of(&r.bytes);
+    assert_eq!(got[0], (30, 32));
+    for w in got.windows(2) {
+        assert_eq!(w[0].1 + 1, w[1].0);
+    }
+    // max_bytes smaller than a batch still returns one batch when asked.
+    let r = log.read(0, 1, true, 150).unwrap();
+    assert_eq!(offsets_of(&r.bytes), vec![(0, 2)]);
+    assert!(log.read(0, 1, false, 150).unwrap().bytes.is_empty());
+    // Nothing at or past the upper bound.
+    assert!(log.read(150, 1 << 20, true, 150).unwrap().bytes.is_empty());
+    let r = log.read(0, 1 << 20, true, 9).unwrap();
+    assert_eq!(offsets_of(&r.bytes).last().unwrap().1, 8);
+}
+
+#[test]
+fn restart_rebuilds_indexes_and_keeps_data() {
+    let disk = SimDisk::new(2);
+    let mut log = open(&disk, small_config());
+    for i in 0..40 {
+        log.append(simple(2, 10 * i), 0, 0).unwrap();
+    }
+    log.flush().unwrap();
+    drop(log);
+    // Remove one sealed segment's indexes: they must be rebuilt.
+    let names = disk.list(Path::new("t-0")).unwrap();
+    let index = names.iter().find(|n| n.ends_with(".index")).unwrap().clone();
+    disk.remove_file(&Path::new("t-0").join(&index)).unwrap();
+    let log = open(&disk, small_config());
+    assert_eq!(log.log_end_offset(), 80);
+    assert_eq!(log.high_watermark(), 80);
+    let r = log.read(0, 1 << 20, true, 80).unwrap();
+    assert!(!r.bytes.is_empty());
+    assert!(disk.exists(&Path::new("t-0").join(&index)));
+}
+
+#[test]
+fn torn_tail_is_truncated() {
+    let disk = SimDisk::new(3);
+    let mut log = open(&disk, LogConfig::default());
+    log.append(simple(5, 1), 0, 0).unwrap();
+    log.flush().unwrap();
+    log.append(simple(5, 2), 0, 0).unwrap();
+    let seg_path = log.active().path().to_path_buf();
+    let len = log.active().size;
+    drop(log);
+    // Chop the second batch in half, as a torn write would.
+    let f = disk.open(&seg_path, false).unwrap();
+    f.truncate(len - 20).unwrap();
+    let log = open(&disk, LogConfig::default());
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(disk.open(&seg_path, false).unwrap().len().unwrap(), log.active().size);
+}
+
+#[test]
+fn bit_rot_in_the_tail_is_truncated_and_in_a_read_is_reported() {
+    let disk = SimDisk::new(4);
+    let mut log = open(&disk, LogConfig::default());
+    log.append(simple(5, 1), 0, 0).unwrap();
+    log.append(simple(5, 2), 0, 0).unwrap();
+    log.flush().unwrap();
+    let seg_path = log.active().path().to_path_buf();
+    let first_len = offsets_len(&log);
+    disk.flip_bit(&seg_path, first_len + 70, 1).unwrap();
+    assert!(matches!(log.read(5, 1 << 20, true, 10), Err(LogError::Corrupt { .. })));
+    drop(log);
+    let log = open(&disk, LogConfig::default());
+    assert_eq!(log.log_end_offset(), 5, "the corrupt batch and what follows is cut");
+}
+
+fn offsets_len(log: &PartitionLog) -> u64 {
+    let r = log.read(0, 1, true, log.high_watermark()).unwrap();
+    r.bytes.len() as u64
+}
+
+#[test]
+fn retention_by_size_and_time() {
+    let disk = SimDisk::new(5);
+    let mut config = small_config();
+    config.retention_bytes = 2048;
+    let mut log = open(&disk, config.clone());
+    for i in 0..60 {
+        log.append(simple(2, 1000 + i), 0, 0).unwrap();
+    }
+    log.flush().unwrap();
+    let before = log.segments.len();
+    assert!(log.enforce_retention(0).unwrap() > 0);
+    assert!(log.segments.len() < before);
+    assert!(log.size_bytes() <= 2048 + 1024);
+    assert!(log.log_start_offset() > 0);
+    let start = log.log_start_offset();
+    assert!(log.read(start - 1, 100, true, log.high_watermark()).unwrap().bytes.is_empty());
+    // Time: everything sealed is older than a day at t = 10 days.
+    config.retention_bytes = -1;
+    config.retention_ms = 24 * 3600 * 1000;
+    log.set_config(config);
+    log.enforce_retention(10 * 24 * 3600 * 1000).unwrap();
+    assert_eq!(log.segments.len(), 1);
+    drop(log);
+    let log = open(&disk, small_config());
+    assert_eq!(log.log_end_offset(), 120);
+}
+
+#[test]
+fn timestamps_find_records() {
+    let disk = SimDisk::new(6);
+    let mut log = open(&disk, small_config());
+    for i in 0..30 {
+        log.append(make_batch(4, 1000 + 10 * i, None, Compression::Lz4), 0, 0).unwrap();
+    }
+    log.flush().unwrap();
+    let hw = log.high_watermark();
+    assert_eq!(log.offset_for_timestamp(0, hw).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1012, hw).unwrap(), Some((6, 1012)));
+    assert_eq!(log.offset_for_timestamp(1002, hw).unwrap(), Some((2, 1002)));
+    assert_eq!(log.offset_for_timestamp(99_999, hw).unwrap(), None);
+    assert_eq!(log.max_timestamp_record(hw).unwrap(), Some((119, 1293)));
+}
+
+#[test]
+fn producer_state_survives_restart() {
+    let disk = SimDisk::new(7);
+    let mut log = open(&disk, small_config());
+    for i in 0..30 {
+        log.append(make_batch(2, i, Some((9, 0, i as i32 * 2)), Compression::None), 0, 0).unwrap();
+    }
+    log.flush().unwrap();
+    let before = log.producers.clone();
+    drop(log);
+    let log = open(&disk, small_config());
+    assert_eq!(log.producers, before);
+    let retry = batch::BatchHeader::parse(&make_batch(2, 0, Some((9, 0, 58)), Compression::None)).unwrap();
+    assert!(matches!(log.producers.check(&retry), Ok(crate::producer::SequenceCheck::Duplicate(_))));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { count: i32, compressed: bool },
+    Flush,
+    Read { at: u8, max: u16 },
+    Crash,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1i32..20, any::<bool>()).prop_map(|(count, compressed)| Op::Append { count, compressed }),
+        2 => Just(Op::Flush),
+        3 => (any::<u8>(), 1u16..3000).prop_map(|(at, max)| Op::Read { at, max }),
+        1 => Just(Op::Crash),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// The log against a `Vec` of batches: what is read is what was
+    /// written, flushed data survives crashes, and a crash keeps a prefix.
+    #[test]
+    fn log_matches_model(seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..60)) {
+        let disk = SimDisk::with_faults(seed, FaultConfig { torn_writes: true, ..Default::default() });
+        let config = small_config();
+        let mut log = open(&disk, config.clone());
+        // Stamped batches in offset order.
+        let mut model: Vec<Vec<u8>> = Vec::new();
+        let mut ts = 0;
+        for op in ops {
+            match op {
+                Op::Append { count, compressed } => {
+                    ts += 1;
+                    let c = if compressed { Compression::Gzip } else { Compression::None };
+                    let b = make_batch(count, ts, None, c);
+                    let a = log.append(b.clone(), 0, ts).unwrap();
+                    let mut stamped = b;
+                    batch::stamp(&mut stamped, a.base_offset, 0);
+                    let expected_base = model.last().map(|b| batch::BatchHeader::parse(b).unwrap().last_offset() + 1).unwrap_or(0);
+                    prop_assert_eq!(a.base_offset, expected_base);
+                    model.push(stamped);
+                }
+                Op::Flush => {
+                    log.flush().unwrap();
+                    prop_assert_eq!(log.high_watermark(), log.log_end_offset());
+                }
+                Op::Read { at, max } => {
+                    let hw = log.high_watermark();
+                    if hw == 0 { continue; }
+                    let offset = at as i64 % hw;
+                    let r = log.read(offset, max as usize, true, hw).unwrap();
+                    let i = model.iter().position(|b| batch::BatchHeader::parse(b).unwrap().last_offset() >= offset).unwrap();
+                    let mut expected = Vec::new();
+                    for b in &model[i..] {
+                        let h = batch::BatchHeader::parse(b).unwrap();
+                        if h.last_offset() >= hw || (!expected.is_empty() && expected.len() + b.len() > max as usize) { break; }
+                        expected.extend_from_slice(b);
+                    }
+                    prop_assert_eq!(r.bytes, expected);
+                }
+                Op::Crash => {
+                    let durable = log.high_watermark();
+                    drop(log);
+                    disk.crash();
+                    log = open(&disk, config.clone());
+                    let leo = log.log_end_offset();
+                    prop_assert!(leo >= durable, "lost flushed data: {} < {}", leo, durable);
+                    model.retain(|b| batch::BatchHeader::parse(b).unwrap().last_offset() < leo);
+                    let model_leo = model.last().map(|b| batch::BatchHeader::parse(b).unwrap().last_offset() + 1).unwrap_or(0);
+                    prop_assert_eq!(leo, model_leo, "recovered LEO is not at a batch boundary of what was written");
+                }
+                Op::Restart => {
+                    log.flush().unwrap();
+                    let leo = log.log_end_offset();
+                    drop(log);
+                    log = open(&disk, config.clone());
+                    prop_assert_eq!(log.log_end_offset(), leo);
+                }
+            }
+            log.check_invariants();
+        }
+        // Finally everything durable reads back byte for byte.
+        log.flush().unwrap();
+        let all = log.read(0, usize::MAX >> 1, true, log.high_watermark()).unwrap();
+        let everything: Vec<u8> = model.iter().flatten().copied().collect();
+        prop_assert_eq!(all.bytes, everything);
+    }
+}
