@@ -15,3 +15,5 @@ pub mod producer;
 pub mod log;
 #[cfg(test)]
 pub mod testing;
+pub mod config;
+pub mod broker;

@@ -1,0 +1,551 @@
+//! ApiVersions, Metadata, topic administration, DescribeConfigs and
+//! InitProducerId.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chronik_proto::api::SUPPORTED;
+use chronik_proto::ResponseError::{self, *};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::catalog::{TopicRecord, PRODUCER_ID_BLOCK};
+use super::{open_partition, validate_topic_name, Broker, Topic, LEADER_EPOCH};
+use crate::config::{topic_config_def, validate_topic_configs, TOPIC_CONFIGS};
+
+/// Kafka's "authorized operations not requested" sentinel.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// DescribeConfigs resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// DescribeConfigs config sources.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The ApiVersions answer: exactly the table in `chronik_proto::api`.
+/// An unsupported ApiVersions version is answered by the network layer
+/// with `UNSUPPORTED_VERSION` and this same table at v0.
+pub fn api_versions(_request: ApiVersionsRequest, _version: i16) -> ApiVersionsResponse {
+    api_versions_table(0)
+}
+
+pub fn api_versions_table(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = SUPPORTED
+        .iter()
+        .map(|s| ApiVersion::default().with_api_key(s.key as i16).with_min_version(s.version_min).with_max_version(s.version_max))
+        .collect();
+    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+}
+
+struct Created {
+    record: TopicRecord,
+}
+
+impl Broker {
+    fn broker_list(&self) -> Vec<MetadataResponseBroker> {
+        vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(self.config.node_id))
+            .with_host(text(self.config.advertised_host.clone()))
+            .with_port(self.config.advertised_port)]
+    }
+
+    fn topic_metadata(&self, topic: &Topic, version: i16) -> MetadataResponseTopic {
+        let node = BrokerId(self.config.node_id);
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let offline = p.high_watermark().is_none();
+                let mut m = MetadataResponsePartition::default()
+                    .with_partition_index(p.index)
+                    .with_leader_id(if offline { BrokerId(-1) } else { node })
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(if offline { vec![] } else { vec![node] });
+                if offline {
+                    m.error_code = KafkaStorageError.code();
+                    if version >= 5 {
+                        m.offline_replicas = vec![node];
+                    }
+                }
+                if version >= 7 {
+                    m.leader_epoch = LEADER_EPOCH;
+                }
+                m
+            })
+            .collect();
+        let mut t = MetadataResponseTopic::default()
+            .with_name(Some(TopicName(text(topic.record.name.clone()))))
+            .with_partitions(partitions);
+        if version >= 10 {
+            t.topic_id = topic.record.id;
+        }
+        if version >= 8 {
+            t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+        }
+        t
+    }
+
+    pub(super) fn metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
+        let mut response = MetadataResponse::default().with_brokers(self.broker_list());
+        if version >= 2 {
+            response.cluster_id = Some(text(self.cluster_id()));
+        }
+        if version >= 1 {
+            response.controller_id = BrokerId(self.config.node_id);
+        }
+        if (8..=10).contains(&version) {
+            response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+        }
+        let requested = match request.topics {
+            // v0: an empty list means all topics; v1+: null means all.
+            None => None,
+            Some(t) if t.is_empty() && version == 0 => None,
+            Some(t) => Some(t),
+        };
+        let Some(requested) = requested else {
+            response.topics = self.topics().iter().map(|t| self.topic_metadata(t, version)).collect();
+            return response;
+        };
+        let auto_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
+        for rt in requested {
+            let entry = match rt.name {
+                Some(name) => {
+                    let name_str = name.0.to_string();
+                    match self.topic(&name_str) {
+                        Some(t) => self.topic_metadata(&t, version),
+                        None => {
+                            let error = if let Err(why) = validate_topic_name(&name_str) {
+                                tracing::debug!(topic = %name_str, %why, "metadata for an invalid topic name");
+                                InvalidTopicException
+                            } else if auto_create {
+                                match self.create_topic(&name_str, self.config.num_partitions, BTreeMap::new(), false) {
+                                    Ok(_) => {
+                                        tracing::info!(topic = %name_str, partitions = self.config.num_partitions, "auto-created topic");
+                                        let t = self.topic(&name_str).expect("just created");
+                                        response.topics.push(self.topic_metadata(&t, version));
+                                        continue;
+                                    }
+                                    Err((e, _)) => e,
+                                }
+                            } else {
+                                UnknownTopicOrPartition
+                            };
+                            let mut t = MetadataResponseTopic::default().with_name(Some(name)).with_error_code(error.code());
+                            if version >= 8 {
+                                t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+                            }
+                            t
+                        }
+                    }
+                }
+                None => match self.topic_by_id(rt.topic_id) {
+                    Some(t) => self.topic_metadata(&t, version),
+                    None => {
+                        let mut t = MetadataResponseTopic::default().with_error_code(UnknownTopicId.code());
+                        t.topic_id = rt.topic_id;
+                        t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+                        t
+                    }
+                },
+            };
+            response.topics.push(entry);
+        }
+        response
+    }
+
+    /// Creates a topic durably (catalogue first, then partition logs).
+    fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Created, (ResponseError, String)> {
+        validate_topic_name(name).map_err(|m| (InvalidTopicException, m))?;
+        if partitions <= 0 {
+            return Err((InvalidPartitions, format!("number of partitions must be positive, not {partitions}")));
+        }
+        if partitions > 100_000 {
+            return Err((InvalidPartitions, format!("{partitions} partitions is more than the limit of 100000")));
+        }
+        validate_topic_configs(&configs).map_err(|m| (InvalidConfig, m))?;
+        let mut state = self.write_state();
+        if state.catalog.topics.contains_key(name) {
+            return Err((TopicAlreadyExists, format!("topic '{name}' already exists")));
+        }
+        let record = TopicRecord { name: name.to_string(), id: self.new_topic_id(), partitions, configs };
+        if validate_only {
+            return Ok(Created { record });
+        }
+        let mut catalog = state.catalog.clone();
+        catalog.topics.insert(name.to_string(), record.clone());
+        catalog.save(&*self.disk).map_err(|e| {
+            tracing::error!(topic = name, error = %e, "cannot persist the catalogue");
+            (KafkaStorageError, format!("cannot persist the topic: {e}"))
+        })?;
+        state.catalog = catalog;
+        let now = self.clock.now_ms();
+        let parts = (0..partitions).map(|i| open_partition(&self.disk, &self.config, &record, i, now)).collect();
+        state.topics.insert(name.to_string(), Arc::new(Topic { record: record.clone(), partitions: parts }));
+        Ok(Created { record })
+    }
+
+    fn new_topic_id(&self) -> Uuid {
+        let mut b = self.rng.bytes16();
+        b[6] = (b[6] & 0x0f) | 0x40; // version 4
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        Uuid::from_bytes(b)
+    }
+
+    fn described_topic_configs(&self, record: &TopicRecord) -> Vec<CreatableTopicConfigs> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|d| {
+                let overridden = record.configs.contains_key(d.name);
+                CreatableTopicConfigs::default()
+                    .with_name(text(d.name))
+                    .with_value(Some(text(self.config.topic_value(&record.configs, d.name))))
+                    .with_config_source(if overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT })
+            })
+            .collect()
+    }
+
+    pub(super) fn create_topics(&self, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+        let mut results = Vec::with_capacity(request.topics.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for t in request.topics {
+            let name = t.name.0.to_string();
+            let duplicate = !seen.insert(name.clone());
+            let mut r = CreatableTopicResult::default().with_name(t.name.clone());
+            r.error_message = None;
+            let outcome = if duplicate {
+                Err((InvalidRequest, format!("topic '{name}' appears more than once in the request")))
+            } else {
+                self.create_one(&name, &t, request.validate_only)
+            };
+            match outcome {
+                Ok(created) => {
+                    tracing::info!(topic = %name, partitions = created.record.partitions, validate_only = request.validate_only, "created topic");
+                    if version >= 5 {
+                        r.num_partitions = created.record.partitions;
+                        r.replication_factor = 1;
+                        r.configs = Some(self.described_topic_configs(&created.record));
+                    }
+                    if version >= 7 {
+                        r.topic_id = created.record.id;
+                    }
+                }
+                Err((e, message)) => {
+                    tracing::info!(topic = %name, error = ?e, %message, "create topic refused");
+                    r.error_code = e.code();
+                    r.error_message = Some(text(message));
+                    if version >= 5 {
+                        r.configs = None;
+                    }
+                }
+            }
+            results.push(r);
+        }
+        CreateTopicsResponse::default().with_topics(results)
+    }
+
+    fn create_one(&self, name: &str, t: &CreatableTopic, validate_only: bool) -> Result<Created, (ResponseError, String)> {
+        if !t.assignments.is_empty() {
+            if t.num_partitions != -1 || t.replication_factor != -1 {
+                return Err((InvalidRequest, "give either assignments or num_partitions/replication_factor, not both".into()));
+            }
+            for a in &t.assignments {
+                if a.broker_ids.iter().any(|b| b.0 != self.config.node_id) || a.broker_ids.len() != 1 {
+                    return Err((InvalidReplicaAssignment, format!("partition {} must be assigned to broker {} alone", a.partition_index, self.config.node_id)));
+                }
+            }
+            let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
+            indexes.sort_unstable();
+            if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
+                return Err((InvalidReplicaAssignment, "partition indexes must be 0..n without gaps".into()));
+            }
+        }
+        let partitions = match (t.assignments.len(), t.num_partitions) {
+            (n, _) if n > 0 => n as i32,
+            (_, -1) => self.config.num_partitions,
+            (_, n) => n,
+        };
+        match t.replication_factor {
+            -1 | 1 => {}
+            rf if rf <= 0 => return Err((InvalidReplicationFactor, format!("replication factor must be positive, not {rf}"))),
+            rf => return Err((InvalidReplicationFactor, format!("replication factor {rf} is larger than the 1 available broker"))),
+        }
+        let mut configs = BTreeMap::new();
+        for c in &t.configs {
+            let Some(value) = &c.value else {
+                return Err((InvalidConfig, format!("config '{}' has a null value", c.name)));
+            };
+            if topic_config_def(&c.name).is_none() {
+                return Err((InvalidConfig, format!("unknown topic config '{}'", c.name)));
+            }
+            configs.insert(c.name.to_string(), value.to_string());
+        }
+        self.create_topic(name, partitions, configs, validate_only)
+    }
+
+    pub(super) fn delete_topics(&self, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+        // v6 names topics by name or id in `topics`; older versions list names.
+        let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
+            request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
+        } else {
+            request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect()
+        };
+        let mut responses = Vec::with_capacity(targets.len());
+        for (name, id) in targets {
+            let topic = match &name {
+                Some(n) => self.topic(n),
+                None => self.topic_by_id(id),
+            };
+            let mut r = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(text(n))));
+            r.error_message = None;
+            if version >= 6 {
+                r.topic_id = topic.as_ref().map(|t| t.record.id).unwrap_or(id);
+            }
+            match topic {
+                None => {
+                    r.error_code = if name.is_none() { UnknownTopicId } else { UnknownTopicOrPartition }.code();
+                }
+                Some(t) => {
+                    if version >= 6 {
+                        r.name = Some(TopicName(text(t.record.name.clone())));
+                    }
+                    if let Err(message) = self.delete_topic(&t.record.name) {
+                        r.error_code = KafkaStorageError.code();
+                        if version >= 5 {
+                            r.error_message = Some(text(message));
+                        }
+                    }
+                }
+            }
+            responses.push(r);
+        }
+        DeleteTopicsResponse::default().with_responses(responses)
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<(), String> {
+        let topic = {
+            let mut state = self.write_state();
+            let mut catalog = state.catalog.clone();
+            let Some(record) = catalog.topics.remove(name) else { return Ok(()) };
+            catalog.save(&*self.disk).map_err(|e| format!("cannot persist the catalogue: {e}"))?;
+            state.catalog = catalog;
+            tracing::info!(topic = name, id = %record.id, "deleted topic");
+            state.topics.remove(name)
+        };
+        // The catalogue no longer names it; its files go now, or at the next
+        // start if this fails half-way.
+        if let Some(topic) = topic {
+            let dir = topic.record.dir();
+            for p in &topic.partitions {
+                // Wait for in-flight requests on the partition to finish.
+                drop(p.lock());
+            }
+            if let Err(e) = self.disk.remove_dir_all(&dir).and_then(|()| self.disk.sync_dir(std::path::Path::new("topics"))) {
+                tracing::warn!(topic = name, error = %e, "could not remove the deleted topic's files; they will be removed at the next start");
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn create_partitions(&self, request: CreatePartitionsRequest, _version: i16) -> CreatePartitionsResponse {
+        let mut results = Vec::with_capacity(request.topics.len());
+        for t in request.topics {
+            let name = t.name.0.to_string();
+            let outcome = self.add_partitions(&name, t.count, t.assignments.as_deref(), request.validate_only);
+            let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
+            match outcome {
+                Ok(()) => r.error_message = None,
+                Err((e, message)) => {
+                    tracing::info!(topic = %name, error = ?e, %message, "create partitions refused");
+                    r.error_code = e.code();
+                    r.error_message = Some(text(message));
+                }
+            }
+            results.push(r);
+        }
+        CreatePartitionsResponse::default().with_results(results)
+    }
+
+    fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<&[kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment]>,
+        validate_only: bool,
+    ) -> Result<(), (ResponseError, String)> {
+        let mut state = self.write_state();
+        let Some(topic) = state.topics.get(name).cloned() else {
+            return Err((UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
+        };
+        let current = topic.record.partitions;
+        if count <= current {
+            return Err((InvalidPartitions, format!("topic has {current} partitions; the new count {count} must be larger")));
+        }
+        if count > 100_000 {
+            return Err((InvalidPartitions, format!("{count} partitions is more than the limit of 100000")));
+        }
+        if let Some(a) = assignments.filter(|a| !a.is_empty()) {
+            if a.len() as i32 != count - current {
+                return Err((InvalidReplicaAssignment, format!("{} assignments given for {} new partitions", a.len(), count - current)));
+            }
+            if a.iter().any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != self.config.node_id) {
+                return Err((InvalidReplicaAssignment, format!("new partitions must be assigned to broker {} alone", self.config.node_id)));
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut record = topic.record.clone();
+        record.partitions = count;
+        let mut catalog = state.catalog.clone();
+        catalog.topics.insert(name.to_string(), record.clone());
+        catalog.save(&*self.disk).map_err(|e| (KafkaStorageError, format!("cannot persist the catalogue: {e}")))?;
+        state.catalog = catalog;
+        let now = self.clock.now_ms();
+        let mut partitions = topic.partitions.clone();
+        partitions.extend((current..count).map(|i| open_partition(&self.disk, &self.config, &record, i, now)));
+        state.topics.insert(name.to_string(), Arc::new(Topic { record, partitions }));
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    pub(super) fn describe_configs(&self, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+        let mut results = Vec::with_capacity(request.resources.len());
+        for res in request.resources {
+            let keys: Option<Vec<String>> = res.configuration_keys.map(|k| k.iter().map(|s| s.to_string()).collect());
+            let wanted = |n: &str| keys.as_ref().is_none_or(|k| k.is_empty() || k.iter().any(|x| x == n));
+            let mut out = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            out.error_message = None;
+            match res.resource_type {
+                RESOURCE_TOPIC => match self.topic(&res.resource_name) {
+                    None => {
+                        out.error_code = UnknownTopicOrPartition.code();
+                        out.error_message = Some(text(format!("topic '{}' does not exist", &*res.resource_name)));
+                    }
+                    Some(t) => {
+                        for d in TOPIC_CONFIGS.iter().filter(|d| wanted(d.name)) {
+                            let value = self.config.topic_value(&t.record.configs, d.name);
+                            let overridden = t.record.configs.contains_key(d.name);
+                            let mut e = DescribeConfigsResourceResult::default()
+                                .with_name(text(d.name))
+                                .with_value(Some(text(value.clone())))
+                                .with_config_source(if overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT });
+                            if request.include_synonyms {
+                                let mut syn = Vec::new();
+                                if overridden {
+                                    syn.push(DescribeConfigsSynonym::default().with_name(text(d.name)).with_value(Some(text(value))).with_source(SOURCE_TOPIC));
+                                }
+                                syn.push(
+                                    DescribeConfigsSynonym::default()
+                                        .with_name(text(d.broker_synonym))
+                                        .with_value(Some(text(self.config.topic_default(d.name))))
+                                        .with_source(SOURCE_DEFAULT),
+                                );
+                                e.synonyms = syn;
+                            }
+                            if version >= 3 {
+                                e.config_type = d.config_type as i8;
+                                if request.include_documentation {
+                                    e.documentation = Some(text(d.doc));
+                                }
+                            }
+                            e.documentation = e.documentation.filter(|_| version >= 3 && request.include_documentation);
+                            out.configs.push(e);
+                        }
+                    }
+                },
+                RESOURCE_BROKER => {
+                    let me = self.config.node_id.to_string();
+                    if !res.resource_name.is_empty() && *res.resource_name != *me {
+                        out.error_code = InvalidRequest.code();
+                        out.error_message = Some(text(format!("this is broker {me}, not broker '{}'", &*res.resource_name)));
+                    } else {
+                        for (name, value, ty, doc) in self.config.describe().into_iter().filter(|(n, ..)| wanted(n)) {
+                            let mut e = DescribeConfigsResourceResult::default()
+                                .with_name(text(name))
+                                .with_value(Some(text(value.clone())))
+                                .with_read_only(true)
+                                .with_config_source(SOURCE_STATIC_BROKER);
+                            if request.include_synonyms {
+                                e.synonyms = vec![DescribeConfigsSynonym::default().with_name(text(name)).with_value(Some(text(value))).with_source(SOURCE_STATIC_BROKER)];
+                            }
+                            if version >= 3 {
+                                e.config_type = ty as i8;
+                                if request.include_documentation {
+                                    e.documentation = Some(text(doc));
+                                }
+                            }
+                            e.documentation = e.documentation.filter(|_| version >= 3 && request.include_documentation);
+                            out.configs.push(e);
+                        }
+                    }
+                }
+                other => {
+                    out.error_code = InvalidRequest.code();
+                    out.error_message = Some(text(format!("resource type {other} is not supported; use 2 (topic) or 4 (broker)")));
+                }
+            }
+            results.push(out);
+        }
+        DescribeConfigsResponse::default().with_results(results)
+    }
+
+    pub(super) fn init_producer_id(&self, request: InitProducerIdRequest, _version: i16) -> InitProducerIdResponse {
+        let mut response = InitProducerIdResponse::default();
+        if request.transactional_id.is_some() {
+            response.error_code = TransactionalIdAuthorizationFailed.code();
+            response.producer_id = (-1).into();
+            response.producer_epoch = -1;
+            tracing::info!("InitProducerId with a transactional id refused: transactions are not supported yet");
+            return response;
+        }
+        // A non-transactional producer always gets a fresh id at epoch 0,
+        // as Kafka does; ids are reserved on disk in blocks so that no id is
+        // handed out twice across restarts.
+        let mut state = self.write_state();
+        if state.next_producer_id >= state.catalog.producer_id_reserved {
+            let mut catalog = state.catalog.clone();
+            catalog.producer_id_reserved = state.next_producer_id + PRODUCER_ID_BLOCK;
+            if let Err(e) = catalog.save(&*self.disk) {
+                tracing::error!(error = %e, "cannot reserve producer ids");
+                response.error_code = KafkaStorageError.code();
+                response.producer_id = (-1).into();
+                response.producer_epoch = -1;
+                return response;
+            }
+            state.catalog = catalog;
+        }
+        let id = state.next_producer_id;
+        state.next_producer_id += 1;
+        assert!(state.next_producer_id <= state.catalog.producer_id_reserved);
+        response.producer_id = id.into();
+        response.producer_epoch = 0;
+        response
+    }
+}

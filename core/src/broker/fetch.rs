@@ -1,0 +1,166 @@
+//! Fetch and ListOffsets: reads up to the high watermark.
+
+use bytes::Bytes;
+use chronik_proto::ResponseError::{self, *};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{Broker, Partition, LEADER_EPOCH};
+
+/// A fetch answer and how much it carries, for the long-poll decision.
+pub struct FetchOutcome {
+    pub response: FetchResponse,
+    pub bytes: usize,
+    /// Any partition-level or top-level error: answer at once.
+    pub has_error: bool,
+}
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+const EARLIEST_PENDING_UPLOAD: i64 = -6;
+
+/// Checks a client's idea of the leader epoch against ours.
+fn check_leader_epoch(current_leader_epoch: i32) -> Result<(), ResponseError> {
+    match current_leader_epoch {
+        e if e < 0 => Ok(()),
+        e if e == LEADER_EPOCH => Ok(()),
+        e if e > LEADER_EPOCH => Err(UnknownLeaderEpoch),
+        _ => Err(FencedLeaderEpoch),
+    }
+}
+
+impl Broker {
+    pub fn fetch(&self, request: &FetchRequest, version: i16) -> FetchOutcome {
+        let mut response = FetchResponse::default();
+        if request.session_epoch > 0 {
+            // We never create sessions (we answer session id 0), so an
+            // incremental fetch names a session we do not have.
+            response.error_code = FetchSessionIdNotFound.code();
+            return FetchOutcome { response, bytes: 0, has_error: true };
+        }
+        let response_max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+        let mut total = 0usize;
+        let mut has_error = false;
+        for ft in &request.topics {
+            let topic = if version >= 13 { self.topic_by_id(ft.topic_id) } else { self.topic(&ft.topic) };
+            let mut partitions = Vec::with_capacity(ft.partitions.len());
+            for fp in &ft.partitions {
+                let mut pd = PartitionData::default().with_partition_index(fp.partition);
+                pd.high_watermark = -1;
+                pd.last_stable_offset = -1;
+                pd.log_start_offset = -1;
+                pd.records = Some(Bytes::new());
+                let partition = topic.as_ref().and_then(|t| t.partition(fp.partition));
+                let result = match (&topic, partition) {
+                    (None, _) if version >= 13 => Err(UnknownTopicId),
+                    (None, _) | (Some(_), None) => Err(UnknownTopicOrPartition),
+                    (Some(_), Some(p)) => check_leader_epoch(fp.current_leader_epoch).and_then(|()| {
+                        let budget = response_max.saturating_sub(total).min(fp.partition_max_bytes.max(0) as usize);
+                        self.fetch_partition(p, fp.fetch_offset, budget, total == 0, &mut pd)
+                    }),
+                };
+                match result {
+                    Ok(n) => total += n,
+                    Err(e) => {
+                        pd.error_code = e.code();
+                        has_error = true;
+                    }
+                }
+                partitions.push(pd);
+            }
+            let mut t = FetchableTopicResponse::default().with_partitions(partitions);
+            if version >= 13 {
+                t.topic_id = ft.topic_id;
+            } else {
+                t.topic = ft.topic.clone();
+            }
+            response.responses.push(t);
+        }
+        FetchOutcome { response, bytes: total, has_error }
+    }
+
+    fn fetch_partition(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        pd: &mut PartitionData,
+    ) -> Result<usize, ResponseError> {
+        let guard = partition.lock();
+        let log = guard.as_ref().map_err(|_| KafkaStorageError)?;
+        if log.offline().is_some() {
+            return Err(KafkaStorageError);
+        }
+        let hw = log.high_watermark();
+        pd.high_watermark = hw;
+        pd.last_stable_offset = hw;
+        pd.log_start_offset = log.log_start_offset();
+        if offset < log.log_start_offset() || offset > log.log_end_offset() {
+            return Err(OffsetOutOfRange);
+        }
+        let read = log.read(offset, max_bytes, at_least_one, hw).map_err(|e| {
+            tracing::error!(topic = %partition.topic, partition = partition.index, offset, error = %e, "fetch read failed");
+            KafkaStorageError
+        })?;
+        let n = read.bytes.len();
+        pd.records = Some(Bytes::from(read.bytes));
+        Ok(n)
+    }
+
+    pub fn list_offsets(&self, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for lt in request.topics {
+            let topic = self.topic(&lt.name);
+            let mut partitions = Vec::with_capacity(lt.partitions.len());
+            for lp in lt.partitions {
+                let mut r = ListOffsetsPartitionResponse::default().with_partition_index(lp.partition_index);
+                r.timestamp = -1;
+                r.offset = -1;
+                let partition = topic.as_ref().and_then(|t| t.partition(lp.partition_index));
+                let result = match partition {
+                    None => Err(UnknownTopicOrPartition),
+                    Some(p) => check_leader_epoch(lp.current_leader_epoch).and_then(|()| self.offset_for(p, lp.timestamp)),
+                };
+                match result {
+                    Ok(Some((offset, timestamp))) => {
+                        r.offset = offset;
+                        r.timestamp = timestamp;
+                        if version >= 4 {
+                            r.leader_epoch = LEADER_EPOCH;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => r.error_code = e.code(),
+                }
+                partitions.push(r);
+            }
+            topics.push(ListOffsetsTopicResponse::default().with_name(lt.name).with_partitions(partitions));
+        }
+        ListOffsetsResponse::default().with_topics(topics)
+    }
+
+    /// (offset, timestamp) for a ListOffsets query; `None` answers -1/-1.
+    fn offset_for(&self, partition: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, ResponseError> {
+        let guard = partition.lock();
+        let log = guard.as_ref().map_err(|_| KafkaStorageError)?;
+        let hw = log.high_watermark();
+        let storage = |e| {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "offset lookup failed");
+            KafkaStorageError
+        };
+        Ok(match timestamp {
+            LATEST => Some((hw, -1)),
+            EARLIEST | EARLIEST_LOCAL => Some((log.log_start_offset(), -1)),
+            MAX_TIMESTAMP => log.max_timestamp_record(hw).map_err(storage)?,
+            // No tiered storage: nothing is tiered or pending upload.
+            LATEST_TIERED | EARLIEST_PENDING_UPLOAD => None,
+            t if t < 0 => return Err(InvalidRequest),
+            t => log.offset_for_timestamp(t, hw).map_err(storage)?,
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! Produce: validate each partition's batches, check idempotent sequences,
+//! append, and tell the caller what it must wait for before answering.
+
+use std::sync::Arc;
+
+use chronik_proto::batch::{self, BatchError, Batches};
+use chronik_proto::ResponseError::{self, *};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Broker, Partition, LEADER_EPOCH};
+use crate::producer::{SequenceCheck, SequenceError};
+
+/// An `acks=all` partition whose answer waits until its HW reaches `offset`.
+pub struct DurableWait {
+    pub partition: Arc<Partition>,
+    pub offset: i64,
+    /// Where its answer is in the response: (topic index, partition index).
+    pub slot: (usize, usize),
+}
+
+pub struct ProduceOutcome {
+    pub response: ProduceResponse,
+    /// Non-empty only for `acks=-1`.
+    pub waits: Vec<DurableWait>,
+    /// Whether anything was appended (so a flush is due).
+    pub appended: bool,
+}
+
+impl ProduceOutcome {
+    /// Marks the partitions still waiting as timed out (`REQUEST_TIMED_OUT`).
+    pub fn time_out(&mut self, pending: &[(usize, usize)]) {
+        for &(t, p) in pending {
+            let r = &mut self.response.responses[t].partition_responses[p];
+            r.error_code = RequestTimedOut.code();
+        }
+    }
+
+    /// Marks a partition whose wait can never complete (it went offline).
+    pub fn fail(&mut self, slot: (usize, usize)) {
+        let r = &mut self.response.responses[slot.0].partition_responses[slot.1];
+        r.error_code = KafkaStorageError.code();
+    }
+}
+
+struct Rejection {
+    error: ResponseError,
+    message: String,
+}
+
+fn reject(error: ResponseError, message: impl Into<String>) -> Rejection {
+    Rejection { error, message: message.into() }
+}
+
+impl Broker {
+    pub fn produce(&self, request: ProduceRequest, version: i16) -> ProduceOutcome {
+        let acks = request.acks;
+        let now = self.clock.now_ms();
+        let mut waits = Vec::new();
+        let mut appended = false;
+        let mut responses = Vec::with_capacity(request.topic_data.len());
+        for (ti, topic_data) in request.topic_data.into_iter().enumerate() {
+            let topic = if version >= 13 { self.topic_by_id(topic_data.topic_id) } else { self.topic(&topic_data.name) };
+            let unknown = if version >= 13 { UnknownTopicId } else { UnknownTopicOrPartition };
+            let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
+            for (pi, data) in topic_data.partition_data.into_iter().enumerate() {
+                let mut r = PartitionProduceResponse::default().with_index(data.index);
+                let result = if !matches!(acks, -1..=1) {
+                    Err(reject(InvalidRequiredAcks, format!("acks must be -1, 0 or 1, not {acks}")))
+                } else if request.transactional_id.is_some() {
+                    Err(reject(TransactionalIdAuthorizationFailed, "transactions are not supported by this broker yet"))
+                } else {
+                    match topic.as_ref().and_then(|t| t.partition(data.index).map(|p| (t, p))) {
+                        None => Err(reject(unknown, "unknown topic or partition")),
+                        Some((t, p)) => {
+                            let max = self.config.max_message_bytes(&t.record.configs);
+                            self.append_partition(p, data.records, max, now)
+                        }
+                    }
+                };
+                match result {
+                    Ok((base_offset, last_offset, log_start_offset, fresh)) => {
+                        appended |= fresh;
+                        r.base_offset = base_offset;
+                        r.log_append_time_ms = -1;
+                        r.log_start_offset = log_start_offset;
+                        if acks == -1 {
+                            let partition = topic.as_ref().and_then(|t| t.partition(data.index)).expect("partition exists").clone();
+                            waits.push(DurableWait { partition, offset: last_offset + 1, slot: (ti, pi) });
+                        }
+                    }
+                    Err(rej) => {
+                        tracing::debug!(topic = %topic_data.name.0, partition = data.index, error = ?rej.error, message = %rej.message, "produce refused");
+                        r.error_code = rej.error.code();
+                        r.base_offset = -1;
+                        r.log_append_time_ms = -1;
+                        r.log_start_offset = -1;
+                        if version >= 8 {
+                            r.error_message = Some(StrBytes::from_string(rej.message));
+                        }
+                    }
+                }
+                partition_responses.push(r);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(topic_data.name)
+                    .with_topic_id(if version >= 13 { topic_data.topic_id } else { Default::default() })
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        ProduceOutcome { response: ProduceResponse::default().with_responses(responses), waits, appended }
+    }
+
+    /// Validates and appends one partition's records. Returns
+    /// (base offset, last offset, log start offset, whether it was new data).
+    fn append_partition(
+        &self,
+        partition: &Partition,
+        records: Option<bytes::Bytes>,
+        max_message_bytes: i32,
+        now: i64,
+    ) -> Result<(i64, i64, i64, bool), Rejection> {
+        let records = records.filter(|r| !r.is_empty()).ok_or_else(|| reject(InvalidRecord, "produce request has no records"))?;
+        // Validate every batch before appending any, so a request is all or nothing.
+        let mut batches = Vec::new();
+        for item in Batches::new(&records) {
+            let (h, start, end) = item.map_err(|e| match e {
+                BatchError::BadMagic(m) => reject(UnsupportedForMessageFormat, format!("record batch magic {m}; only v2 is accepted")),
+                e => reject(CorruptMessage, format!("malformed record batch: {e}")),
+            })?;
+            let bytes = &records[start..end];
+            if bytes.len() > max_message_bytes as usize {
+                return Err(reject(MessageTooLarge, format!("batch of {} bytes exceeds max.message.bytes {max_message_bytes}", bytes.len())));
+            }
+            batch::validate(bytes).map_err(|e| reject(CorruptMessage, format!("{e}")))?;
+            if h.records_count <= 0 || h.last_offset_delta != h.records_count - 1 {
+                return Err(reject(InvalidRecord, format!("batch claims {} records but last offset delta {}", h.records_count, h.last_offset_delta)));
+            }
+            if h.compression() == 0 {
+                let n = batch::count_uncompressed_records(bytes).map_err(|e| reject(CorruptMessage, format!("record framing: {e}")))?;
+                if n != h.records_count {
+                    return Err(reject(InvalidRecord, format!("batch header says {} records, body has {n}", h.records_count)));
+                }
+            } else if h.compression() > 4 {
+                return Err(reject(CorruptMessage, format!("unknown compression codec {}", h.compression())));
+            }
+            if h.is_transactional() || h.is_control() {
+                return Err(reject(InvalidRecord, "transactional and control batches are not supported by this broker yet"));
+            }
+            if h.has_producer_id() && h.base_sequence < 0 {
+                return Err(reject(InvalidRecord, "idempotent batch without a base sequence"));
+            }
+            batches.push((h, start, end));
+        }
+        if batches.len() > 1 && batches.iter().any(|(h, _, _)| h.has_producer_id()) {
+            return Err(reject(InvalidRecord, "an idempotent produce must carry exactly one batch per partition"));
+        }
+
+        let mut guard = partition.lock();
+        let log = guard.as_mut().map_err(|why| reject(KafkaStorageError, why.clone()))?;
+        if let Some((h, _, _)) = batches.first().filter(|(h, _, _)| h.has_producer_id()) {
+            match log.producers.check(h) {
+                Ok(SequenceCheck::Append) => {}
+                Ok(SequenceCheck::Duplicate(meta)) => {
+                    tracing::debug!(producer_id = h.producer_id, seq = h.base_sequence, "duplicate batch answered with its original offsets");
+                    return Ok((meta.base_offset, meta.last_offset, log.log_start_offset(), false));
+                }
+                Err(e @ SequenceError::InvalidEpoch { .. }) => return Err(reject(InvalidProducerEpoch, e.to_string())),
+                Err(e @ SequenceError::OutOfOrder { .. }) => return Err(reject(OutOfOrderSequenceNumber, e.to_string())),
+                Err(e @ SequenceError::DuplicateOld { .. }) => return Err(reject(DuplicateSequenceNumber, e.to_string())),
+            }
+        }
+        let mut first = None;
+        let mut last = 0;
+        for (_, start, end) in batches {
+            let appended = log.append(records[start..end].to_vec(), LEADER_EPOCH, now).map_err(|e| {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
+                reject(KafkaStorageError, e.to_string())
+            })?;
+            first.get_or_insert(appended.base_offset);
+            last = appended.last_offset;
+        }
+        Ok((first.expect("at least one batch"), last, log.log_start_offset(), true))
+    }
+}
