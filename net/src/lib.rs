@@ -1,0 +1,299 @@
+//! Chronik's Kafka listener: TCP framing, request pipelining, and the
+//! timers that drive the broker (group-commit flusher, retention).
+//!
+//! Per connection, a reader decodes frames and starts each request at once
+//! (a produce is appended immediately); its answer is a future queued in
+//! request order, and a writer sends the answers in that order, as Kafka
+//! requires. So several in-flight `acks=all` produces on one connection share
+//! one fsync instead of waiting for one each.
+//!
+//! Everything async here is the workspace `tokio` (madsim's under
+//! `--cfg madsim`), so the simulator runs this same code.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chronik_core::broker::{Broker, ProduceOutcome};
+use chronik_proto::frame::{self, DecodeFrameError};
+use chronik_proto::ResponseError;
+use kafka_protocol::messages::{ApiKey, FetchRequest, RequestKind, ResponseKind};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+/// How many answered-but-unsent requests one connection may have in flight.
+const PIPELINE_DEPTH: usize = 32;
+
+/// What the listener, the flusher and the connections share.
+pub struct Shared {
+    pub broker: Arc<Broker>,
+    /// Signalled after an append, to wake the flusher.
+    pub appended: Notify,
+    /// Signalled after a flush moved some high watermark.
+    pub hw_advanced: Notify,
+    shutdown: Notify,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(broker: Arc<Broker>) -> Arc<Shared> {
+        Arc::new(Shared {
+            broker,
+            appended: Notify::new(),
+            hw_advanced: Notify::new(),
+            shutdown: Notify::new(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Asks every loop (listener, flusher, retention, long polls) to stop.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.shutdown.notify_waiters();
+    }
+
+    /// Completes once [`Shared::stop`] has been called.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.shutdown.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shared.stopped() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(stream, peer, shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+type Answer = Pin<Box<dyn Future<Output = Option<BytesMut>> + Send>>;
+
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    tracing::debug!(%peer, "connection opened");
+    let (reader, writer) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<Answer>(PIPELINE_DEPTH);
+    let writer_task = tokio::spawn(write_answers(writer, rx, peer));
+    let end = read_requests(reader, tx, &shared).await;
+    if let Err(why) = end {
+        tracing::warn!(%peer, "closing connection: {why}");
+    }
+    // The writer drains what was queued, then stops.
+    let _ = writer_task.await;
+    tracing::debug!(%peer, "connection closed");
+}
+
+async fn write_answers<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Answer>, peer: SocketAddr) {
+    while let Some(answer) = rx.recv().await {
+        if let Some(bytes) = answer.await {
+            if let Err(e) = writer.write_all(&bytes).await {
+                tracing::debug!(%peer, error = %e, "write failed");
+                return;
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Reads frames until EOF or a reason to close the connection.
+async fn read_requests<R: AsyncRead + Unpin>(
+    mut reader: R,
+    tx: mpsc::Sender<Answer>,
+    shared: &Arc<Shared>,
+) -> Result<(), String> {
+    let max = shared.broker.config().socket_request_max_bytes;
+    loop {
+        let mut len = [0u8; 4];
+        match reader.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+        let len = i32::from_be_bytes(len);
+        if len < 0 || len > max {
+            return Err(format!("request frame of {len} bytes is outside 0..={max} (socket.request.max.bytes)"));
+        }
+        let mut body = vec![0u8; len as usize];
+        reader.read_exact(&mut body).await.map_err(|e| format!("truncated request frame of {len} bytes: {e}"))?;
+        let answer = start(Bytes::from(body), shared)?;
+        if tx.send(answer).await.is_err() {
+            return Err("the writer stopped".into());
+        }
+    }
+}
+
+fn encode(key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Option<BytesMut> {
+    match frame::encode_response(key, version, correlation_id, &body) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            // A bug, not bad input: log loudly; the client times out.
+            tracing::error!(?key, version, correlation_id, error = %e, "cannot encode response");
+            None
+        }
+    }
+}
+
+/// Starts one request: decides everything that can be decided now and
+/// returns the future of its answer. `Err` closes the connection.
+fn start(frame: Bytes, shared: &Arc<Shared>) -> Result<Answer, String> {
+    let request = match frame::decode_request(frame) {
+        Ok(r) => r,
+        Err(DecodeFrameError::UnsupportedVersion { api_key: ApiKey::ApiVersions, api_version, correlation_id }) => {
+            // Kafka answers an ApiVersions it cannot parse with v0 and the
+            // versions it has, so the client can pick one.
+            tracing::info!(api_version, "ApiVersions version not supported; answering with the supported table");
+            let body = ResponseKind::ApiVersions(chronik_core::broker::api_versions_table(ResponseError::UnsupportedVersion.code()));
+            let bytes = encode(ApiKey::ApiVersions, 0, correlation_id, body);
+            return Ok(Box::pin(async move { bytes }));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let (key, version, correlation_id) = (request.api_key, request.api_version, request.header.correlation_id);
+    tracing::trace!(?key, version, correlation_id, "request");
+    match request.body {
+        RequestKind::Produce(p) => {
+            let acks = p.acks;
+            let timeout = Duration::from_millis(p.timeout_ms.max(0) as u64);
+            let outcome = shared.broker.produce(p, version);
+            if outcome.appended {
+                shared.appended.notify_one();
+            }
+            if acks == 0 {
+                return Ok(Box::pin(async { None }));
+            }
+            let shared = shared.clone();
+            Ok(Box::pin(async move {
+                let response = wait_durable(&shared, outcome, timeout).await;
+                encode(key, version, correlation_id, ResponseKind::Produce(response))
+            }))
+        }
+        RequestKind::Fetch(f) => {
+            let shared = shared.clone();
+            Ok(Box::pin(async move {
+                let response = long_poll_fetch(&shared, f, version).await;
+                encode(key, version, correlation_id, ResponseKind::Fetch(response))
+            }))
+        }
+        body => {
+            let response = shared.broker.handle(version, body);
+            let bytes = encode(key, version, correlation_id, response);
+            Ok(Box::pin(async move { bytes }))
+        }
+    }
+}
+
+/// Waits until every acks=all partition's HW covers its batch, or the
+/// request's timeout passes.
+async fn wait_durable(shared: &Shared, mut outcome: ProduceOutcome, timeout: Duration) -> kafka_protocol::messages::ProduceResponse {
+    let deadline = Instant::now() + timeout;
+    let mut waits = std::mem::take(&mut outcome.waits);
+    loop {
+        let notified = shared.hw_advanced.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        waits.retain(|w| match w.partition.high_watermark() {
+            Some(hw) => hw < w.offset,
+            None => {
+                outcome.fail(w.slot);
+                false
+            }
+        });
+        if waits.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                let slots: Vec<_> = waits.iter().map(|w| w.slot).collect();
+                tracing::warn!(partitions = slots.len(), "acks=all produce timed out waiting for fsync");
+                outcome.time_out(&slots);
+                break;
+            }
+        }
+    }
+    outcome.response
+}
+
+/// Answers a fetch once it has `min_bytes`, or at `max_wait_ms`.
+async fn long_poll_fetch(shared: &Shared, request: FetchRequest, version: i16) -> kafka_protocol::messages::FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    loop {
+        let notified = shared.hw_advanced.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let outcome = shared.broker.fetch(&request, version);
+        if outcome.has_error || outcome.bytes >= request.min_bytes.max(1) as usize || Instant::now() >= deadline {
+            return outcome.response;
+        }
+        tokio::select! {
+            biased;
+            _ = &mut notified => {}
+            _ = shared.stopped() => return outcome.response,
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Group commit: after appends, sync and advance high watermarks, then wake
+/// waiting producers and consumers. With `interval_ms > 0`, waits that long
+/// after the first append so more data shares one sync.
+pub async fn flusher(shared: Arc<Shared>, interval_ms: u64) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stopped() => return,
+            _ = shared.appended.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
+        }
+        if interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+        // Appends that land during a sync are picked up by the next round.
+        while shared.broker.needs_flush() {
+            if shared.broker.flush() {
+                shared.hw_advanced.notify_waiters();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// Runs retention every `interval_ms`.
+pub async fn retention(shared: Arc<Shared>, interval_ms: u64) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stopped() => return,
+            _ = tokio::time::sleep(Duration::from_millis(interval_ms.max(1))) => {}
+        }
+        shared.broker.enforce_retention();
+    }
+}

@@ -1,0 +1,184 @@
+//! Configuration: defaults, then a TOML file (`--config`), then `CHRONIK_*`
+//! environment variables and command-line flags (which win). Every problem is
+//! reported with the setting's name before the broker starts.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use chronik_core::config::BrokerConfig;
+use chronik_core::log::LogConfig;
+use clap::Args;
+use serde::Deserialize;
+
+/// Settings of `chronik start`. Each flag can also be set with the
+/// environment variable shown, or as the same name with underscores in the
+/// TOML file given to `--config`.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directory for the log and metadata [default: ./data]
+    #[arg(long, env = "CHRONIK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// host:port of the Kafka listener [default: 127.0.0.1:9092]
+    #[arg(long, env = "CHRONIK_KAFKA_LISTEN")]
+    pub kafka_listen: Option<String>,
+    /// Host clients are told to connect to [default: the listen address, or 127.0.0.1 when it is 0.0.0.0]
+    #[arg(long, env = "CHRONIK_ADVERTISED_HOST")]
+    pub advertised_host: Option<String>,
+    /// This broker's id [default: 1]
+    #[arg(long, env = "CHRONIK_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Partitions of auto-created topics (num.partitions) [default: 1]
+    #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Create unknown topics when a client asks for their metadata [default: true]
+    #[arg(long, env = "CHRONIK_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Roll to a new segment at this size in bytes (log.segment.bytes) [default: 1073741824]
+    #[arg(long, env = "CHRONIK_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// Roll to a new segment after this many ms (log.roll.ms) [default: 604800000]
+    #[arg(long, env = "CHRONIK_LOG_ROLL_MS")]
+    pub log_roll_ms: Option<i64>,
+    /// Delete segments older than this many ms; -1 keeps forever (log.retention.ms) [default: 604800000]
+    #[arg(long, env = "CHRONIK_LOG_RETENTION_MS", allow_hyphen_values = true)]
+    pub log_retention_ms: Option<i64>,
+    /// Delete old segments while a partition is larger than this; -1 for no limit (log.retention.bytes) [default: -1]
+    #[arg(long, env = "CHRONIK_LOG_RETENTION_BYTES", allow_hyphen_values = true)]
+    pub log_retention_bytes: Option<i64>,
+    /// How often retention runs, in ms [default: 300000]
+    #[arg(long, env = "CHRONIK_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Group-commit window in ms: 0 fsyncs as soon as data arrives (batching what arrives during a sync); N waits up to N ms to batch more [default: 0]
+    #[arg(long, env = "CHRONIK_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Largest record batch accepted (message.max.bytes) [default: 1048588]
+    #[arg(long, env = "CHRONIK_MESSAGE_MAX_BYTES")]
+    pub message_max_bytes: Option<i32>,
+    /// Largest request frame; larger ones close the connection (socket.request.max.bytes) [default: 104857600]
+    #[arg(long, env = "CHRONIK_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<i32>,
+}
+
+impl Settings {
+    /// Fills what `self` (flags and environment) leaves unset from `file`.
+    pub fn or(self, file: Settings) -> Settings {
+        Settings {
+            data_dir: self.data_dir.or(file.data_dir),
+            kafka_listen: self.kafka_listen.or(file.kafka_listen),
+            advertised_host: self.advertised_host.or(file.advertised_host),
+            node_id: self.node_id.or(file.node_id),
+            num_partitions: self.num_partitions.or(file.num_partitions),
+            auto_create_topics: self.auto_create_topics.or(file.auto_create_topics),
+            log_segment_bytes: self.log_segment_bytes.or(file.log_segment_bytes),
+            log_roll_ms: self.log_roll_ms.or(file.log_roll_ms),
+            log_retention_ms: self.log_retention_ms.or(file.log_retention_ms),
+            log_retention_bytes: self.log_retention_bytes.or(file.log_retention_bytes),
+            retention_check_interval_ms: self.retention_check_interval_ms.or(file.retention_check_interval_ms),
+            flush_interval_ms: self.flush_interval_ms.or(file.flush_interval_ms),
+            message_max_bytes: self.message_max_bytes.or(file.message_max_bytes),
+            socket_request_max_bytes: self.socket_request_max_bytes.or(file.socket_request_max_bytes),
+        }
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Settings> {
+        toml::from_str(text).context("invalid config file")
+    }
+}
+
+/// A validated configuration, ready for [`crate::start`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub kafka_listen: SocketAddr,
+    pub broker: BrokerConfig,
+}
+
+impl Config {
+    pub fn from_settings(s: Settings) -> anyhow::Result<Config> {
+        let defaults = BrokerConfig::default();
+        let listen_text = s.kafka_listen.unwrap_or_else(|| "127.0.0.1:9092".into());
+        let kafka_listen = listen_text
+            .to_socket_addrs()
+            .with_context(|| format!("kafka-listen '{listen_text}' is not a host:port address"))?
+            .next()
+            .with_context(|| format!("kafka-listen '{listen_text}' resolves to no address"))?;
+        let node_id = s.node_id.unwrap_or(1);
+        if node_id < 0 {
+            bail!("node-id must be 0 or more, not {node_id}");
+        }
+        let num_partitions = s.num_partitions.unwrap_or(defaults.num_partitions);
+        if num_partitions < 1 {
+            bail!("num-partitions must be at least 1, not {num_partitions}");
+        }
+        let segment_bytes = s.log_segment_bytes.unwrap_or(defaults.log.segment_bytes);
+        if !(1024..=i32::MAX as u64).contains(&segment_bytes) {
+            bail!("log-segment-bytes must be between 1024 and {}, not {segment_bytes}", i32::MAX);
+        }
+        let roll_ms = s.log_roll_ms.unwrap_or(defaults.log.segment_ms);
+        if roll_ms < 1 {
+            bail!("log-roll-ms must be positive, not {roll_ms}");
+        }
+        let retention_ms = s.log_retention_ms.unwrap_or(defaults.log.retention_ms);
+        let retention_bytes = s.log_retention_bytes.unwrap_or(defaults.log.retention_bytes);
+        if retention_ms < -1 || retention_bytes < -1 {
+            bail!("log-retention-ms and log-retention-bytes must be -1 (no limit) or more");
+        }
+        let message_max_bytes = s.message_max_bytes.unwrap_or(defaults.message_max_bytes);
+        let socket_request_max_bytes = s.socket_request_max_bytes.unwrap_or(defaults.socket_request_max_bytes);
+        if message_max_bytes < 1 || socket_request_max_bytes < 1024 {
+            bail!("message-max-bytes must be positive and socket-request-max-bytes at least 1024");
+        }
+        if message_max_bytes > socket_request_max_bytes {
+            bail!("message-max-bytes ({message_max_bytes}) cannot exceed socket-request-max-bytes ({socket_request_max_bytes})");
+        }
+        let advertised_host = s.advertised_host.unwrap_or_else(|| {
+            if kafka_listen.ip().is_unspecified() {
+                "127.0.0.1".into()
+            } else {
+                kafka_listen.ip().to_string()
+            }
+        });
+        let broker = BrokerConfig {
+            node_id,
+            advertised_host,
+            advertised_port: kafka_listen.port() as i32,
+            num_partitions,
+            auto_create_topics_enable: s.auto_create_topics.unwrap_or(defaults.auto_create_topics_enable),
+            log: LogConfig {
+                segment_bytes,
+                segment_ms: roll_ms,
+                retention_ms,
+                retention_bytes,
+                index_interval_bytes: defaults.log.index_interval_bytes,
+            },
+            message_max_bytes,
+            socket_request_max_bytes,
+            flush_interval_ms: s.flush_interval_ms.unwrap_or(defaults.flush_interval_ms),
+            retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(defaults.retention_check_interval_ms).max(1),
+            producer_id_expiration_ms: defaults.producer_id_expiration_ms,
+        };
+        Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, broker })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_bad_values_are_named() {
+        let file = Settings::from_toml("node_id = 7\nkafka_listen = \"127.0.0.1:1234\"\nlog_retention_ms = -1\n").unwrap();
+        let flags = Settings { node_id: Some(3), ..Default::default() };
+        let c = Config::from_settings(flags.or(file)).unwrap();
+        assert_eq!(c.broker.node_id, 3);
+        assert_eq!(c.kafka_listen.port(), 1234);
+        assert_eq!(c.broker.log.retention_ms, -1);
+        assert!(Settings::from_toml("no_such_setting = 1").unwrap_err().to_string().contains("invalid config"));
+        let bad = Settings { kafka_listen: Some("nonsense".into()), ..Default::default() };
+        assert!(Config::from_settings(bad).unwrap_err().to_string().contains("kafka-listen"));
+        let bad = Settings { log_segment_bytes: Some(10), ..Default::default() };
+        assert!(Config::from_settings(bad).unwrap_err().to_string().contains("log-segment-bytes"));
+    }
+}

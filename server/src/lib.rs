@@ -1,0 +1,88 @@
+//! The composition root: [`start`] builds a broker from a [`Config`] and the
+//! I/O it is given ([`Deps`]) and runs it on the workspace `tokio`.
+//! Production passes [`Deps::production`] (the file system, the system clock,
+//! an OS-seeded RNG); the simulator passes its own disk, clock and seed to
+//! the same function.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chronik_core::broker::Broker;
+use chronik_core::clock::{Clock, SystemClock};
+use chronik_core::disk::{Disk, FsDisk};
+use chronik_core::rng::Rng;
+use chronik_net::Shared;
+pub use config::{Config, Settings};
+use tokio::task::JoinHandle;
+
+/// The I/O a broker runs on.
+pub struct Deps {
+    pub disk: Arc<dyn Disk>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: Arc<Rng>,
+}
+
+impl Deps {
+    /// The real disk at `config.data_dir`, the system clock, and an RNG
+    /// seeded once from the clock and the process id.
+    pub fn production(config: &Config) -> anyhow::Result<Deps> {
+        let disk = FsDisk::new(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let seed = nanos ^ ((std::process::id() as u64) << 32);
+        Ok(Deps { disk: Arc::new(disk), clock: Arc::new(SystemClock), rng: Arc::new(Rng::seeded(seed)) })
+    }
+}
+
+/// A running broker.
+pub struct Running {
+    pub shared: Arc<Shared>,
+    /// The address the Kafka listener is bound to (useful with port 0).
+    pub kafka_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the broker (recovering its data) and starts the Kafka listener,
+/// the flusher and retention.
+pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(config.kafka_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.kafka_listen))?;
+    let kafka_addr = listener.local_addr()?;
+    let mut broker_config = config.broker.clone();
+    if broker_config.advertised_port == 0 {
+        broker_config.advertised_port = kafka_addr.port() as i32;
+    }
+    let broker = Broker::open(broker_config.clone(), deps.disk, deps.clock, deps.rng).context("cannot open the broker's data")?;
+    let shared = Shared::new(Arc::new(broker));
+    let tasks = vec![
+        tokio::spawn(chronik_net::serve(listener, shared.clone())),
+        tokio::spawn(chronik_net::flusher(shared.clone(), broker_config.flush_interval_ms)),
+        tokio::spawn(chronik_net::retention(shared.clone(), broker_config.retention_check_interval_ms)),
+    ];
+    tracing::info!(
+        kafka = %kafka_addr,
+        node_id = broker_config.node_id,
+        data_dir = %config.data_dir.display(),
+        cluster_id = %shared.broker.cluster_id(),
+        topics = shared.broker.topics().len(),
+        "chronik broker started"
+    );
+    Ok(Running { shared, kafka_addr, tasks })
+}
+
+impl Running {
+    /// Graceful shutdown: stop accepting and stop the timers, then fsync
+    /// every partition.
+    pub async fn shutdown(self) {
+        self.shared.stop();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.shared.broker.shutdown();
+        tracing::info!("chronik broker stopped; all data flushed");
+    }
+}
