@@ -178,41 +178,6 @@ pub fn stamp(batch: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
     batch[12..16].copy_from_slice(&partition_leader_epoch.to_be_bytes());
 }
 
-/// Counts the records of an uncompressed batch by walking their length
-/// prefixes, checking that they exactly fill the batch. Compressed batches
-/// would need decompressing; callers trust their header's count.
-pub fn count_uncompressed_records(batch: &[u8]) -> Result<i32, BatchError> {
-    let h = BatchHeader::parse(batch)?;
-    let end = h.total_len().min(batch.len());
-    let mut pos = HEADER_LEN;
-    let mut count = 0i32;
-    while pos < end {
-        let (len, used) = read_varint(&batch[pos..end]).ok_or(BatchError::BadLength(h.batch_length))?;
-        if len < 0 {
-            return Err(BatchError::BadLength(h.batch_length));
-        }
-        pos += used + len as usize;
-        count += 1;
-    }
-    if pos != end {
-        return Err(BatchError::BadLength(h.batch_length));
-    }
-    Ok(count)
-}
-
-/// A zig-zag varint (Kafka's `varint`): (value, bytes used).
-fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
-    let mut raw: u64 = 0;
-    for (i, b) in buf.iter().take(10).enumerate() {
-        raw |= ((b & 0x7f) as u64) << (7 * i);
-        if b & 0x80 == 0 {
-            let value = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
 /// Splits a buffer of concatenated batches, checking each header and its
 /// length; yields `(header, start, end)`. Stops at the first error.
 pub struct Batches<'a> {
@@ -343,18 +308,6 @@ pub(crate) mod tests {
         let parts: Vec<_> = Batches::new(torn).collect();
         assert!(parts[0].is_ok());
         assert!(parts[1].is_err());
-    }
-
-    #[test]
-    fn counts_uncompressed_records() {
-        let b = encode_batch(7, Compression::None);
-        assert_eq!(count_uncompressed_records(&b), Ok(7));
-        let mut lying = b.clone();
-        lying[HEADER_LEN] ^= 0x02; // change the first record's length
-        assert_ne!(count_uncompressed_records(&lying), Ok(7));
-        let mut short = b.clone();
-        short[8..12].copy_from_slice(&(b.len() as i32 - 12 - 3).to_be_bytes());
-        assert!(count_uncompressed_records(&short[..b.len() - 3]).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod batch;
 pub mod frame;
+pub mod records;
 
 pub use kafka_protocol;
 pub use kafka_protocol::error::ResponseError;

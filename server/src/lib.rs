@@ -4,6 +4,7 @@
 //! an OS-seeded RNG); the simulator passes its own disk, clock and seed to
 //! the same function.
 
+pub mod alloc;
 pub mod config;
 
 use std::net::SocketAddr;

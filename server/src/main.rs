@@ -1,6 +1,9 @@
 //! `chronik`: the Chronik broker.
 
 use anyhow::Context;
+
+#[global_allocator]
+static ALLOCATOR: chronik_server::alloc::LazyLargeAlloc = chronik_server::alloc::LazyLargeAlloc;
 use chronik_server::{Config, Deps, Settings};
 use clap::{Parser, Subcommand};
 

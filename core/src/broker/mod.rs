@@ -28,6 +28,7 @@ use crate::log::PartitionLog;
 use crate::rng::Rng;
 use catalog::{Catalog, TopicRecord};
 
+pub use admin::api_versions_table;
 pub use fetch::FetchOutcome;
 pub use produce::{DurableWait, ProduceOutcome};
 

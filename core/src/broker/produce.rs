@@ -138,13 +138,9 @@ impl Broker {
             if h.records_count <= 0 || h.last_offset_delta != h.records_count - 1 {
                 return Err(reject(InvalidRecord, format!("batch claims {} records but last offset delta {}", h.records_count, h.last_offset_delta)));
             }
-            if h.compression() == 0 {
-                let n = batch::count_uncompressed_records(bytes).map_err(|e| reject(CorruptMessage, format!("record framing: {e}")))?;
-                if n != h.records_count {
-                    return Err(reject(InvalidRecord, format!("batch header says {} records, body has {n}", h.records_count)));
-                }
-            } else if h.compression() > 4 {
-                return Err(reject(CorruptMessage, format!("unknown compression codec {}", h.compression())));
+            let n = chronik_proto::records::count_records(bytes).map_err(|e| reject(CorruptMessage, format!("{e}")))?;
+            if n != h.records_count {
+                return Err(reject(InvalidRecord, format!("batch header says {} records, body has {n}", h.records_count)));
             }
             if h.is_transactional() || h.is_control() {
                 return Err(reject(InvalidRecord, "transactional and control batches are not supported by this broker yet"));
