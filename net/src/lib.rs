@@ -249,7 +249,7 @@ async fn long_poll_fetch(shared: &Shared, request: FetchRequest, version: i16) -
         tokio::pin!(notified);
         notified.as_mut().enable();
         let outcome = shared.broker.fetch(&request, version);
-        if outcome.has_error || outcome.bytes >= request.min_bytes.max(1) as usize || Instant::now() >= deadline {
+        if outcome.has_error || outcome.bytes >= request.min_bytes.max(0) as usize || Instant::now() >= deadline {
             return outcome.response;
         }
         tokio::select! {
@@ -282,6 +282,7 @@ pub async fn flusher(shared: Arc<Shared>, interval_ms: u64) {
             } else {
                 break;
             }
+            tokio::task::yield_now().await;
         }
     }
 }
