@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Every test, from a fresh machine: system and Python packages, the release
+# build, the Rust tests, then the end-to-end tests with real Kafka clients.
+#   bash ci/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s   [%s, +%ss]\n' "$*" "$(date +%T)" "$SECONDS"; }
+
+# Root runs apt-get directly (CI, containers); others need passwordless sudo.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
+  else echo "ci/test.sh: need root or sudo to run: $*" >&2; return 1
+  fi
+}
+
+step "system packages: kcat (Debian's librdkafka client)"
+if command -v kcat >/dev/null 2>&1; then
+  echo "kcat already installed: $(kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*' || true)"
+else
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends kcat
+fi
+# test_kcat.py fails instead of skipping when kcat is missing.
+export CHRONIK_E2E_REQUIRE_KCAT=1
+
+step "python packages: tests/requirements.txt"
+PIP=(python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt)
+if ! "${PIP[@]}"; then
+  # Debian's system Python refuses global installs (PEP 668).
+  "${PIP[@]}" --break-system-packages
+fi
+python3 -c 'import confluent_kafka, kafka, pytest; print("confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__, "pytest", pytest.__version__)'
+
+step "cargo build --release -p chronik-server"
+cargo build --release -p chronik-server
+
+step "core depends on no runtime, network or search crate"
+if cargo tree -p chronik-core -e normal --prefix none | grep -E -i '^(tokio|madsim|tonic|openraft|tantivy|hyper|axum) '; then
+  echo "chronik-core must not depend on the crates above (see DESIGN.md, 'One core, injected I/O')" >&2
+  exit 1
+fi
+
+step "cargo test --workspace --release"
+cargo test --workspace --release
+
+step "end-to-end tests (ci/e2e.sh)"
+bash ci/e2e.sh
+
+step "all tests passed"

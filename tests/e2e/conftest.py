@@ -1,0 +1,239 @@
+"""Fixtures for the end-to-end tests: a real `chronik` broker process.
+
+The binary is taken from $CHRONIK_BIN, or <repo>/target/release/chronik.
+Each test that asks for `broker` gets a fresh broker on a free loopback port
+with its own data directory; its stderr goes to a file that is attached to the
+report of a failing test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO / "target" / "release" / "chronik"
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 300
+
+
+def chronik_bin() -> Path:
+    return Path(os.environ.get("CHRONIK_BIN", str(DEFAULT_BIN)))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class BrokerError(AssertionError):
+    pass
+
+
+class Broker:
+    """One chronik process at a time on a fixed data dir and port.
+
+    `restart()` (graceful) and `kill9()` + `start()` reuse the same data
+    directory and the same port, so clients reconnect to the same address.
+    Every start and stop is logged into the same stderr file.
+    """
+
+    def __init__(self, bin_path: Path, data_dir: Path, log_path: Path,
+                 port: int | None = None, extra_args=()):
+        self.bin_path = Path(bin_path)
+        self.data_dir = Path(data_dir)
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        # Exit codes of every stop, in order: ("term"|"kill", returncode).
+        self.exits: list[tuple[str, int]] = []
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _note(self, text: str) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(f"=== [e2e harness {time.strftime('%H:%M:%S')}] {text}\n")
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        assert self.proc is None, "broker already running"
+        if not self.bin_path.exists():
+            pytest.fail(f"chronik binary not found at {self.bin_path}: build it with "
+                        "`cargo build --release -p chronik-server` or set CHRONIK_BIN")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_")}
+        args = [str(self.bin_path), "start",
+                "--data-dir", str(self.data_dir),
+                "--kafka-listen", self.bootstrap,
+                "--node-id", "1", *self.extra_args]
+        self.starts += 1
+        self._note(f"start #{self.starts}: {' '.join(args)}")
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, env=env)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                self.proc = None
+                self.exits.append(("early", rc))
+                raise BrokerError(f"chronik exited with code {rc} before accepting "
+                                  f"connections on {self.bootstrap}; see its log "
+                                  f"{self.log_path}")
+            if port_accepts(self.port):
+                return
+            time.sleep(0.05)
+        self.kill9()
+        raise BrokerError(f"chronik did not accept connections on {self.bootstrap} "
+                          f"within {timeout}s")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM, wait; SIGKILL after `timeout`. Returns the exit code and
+        raises if the shutdown was not graceful (exit code 0)."""
+        if self.proc is None:
+            return 0
+        proc = self.proc
+        self._note("SIGTERM")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._note(f"no exit {timeout}s after SIGTERM: SIGKILL")
+            proc.kill()
+            rc = proc.wait(timeout=10)
+            self.proc = None
+            self.exits.append(("term-timeout", rc))
+            raise BrokerError(f"chronik did not exit within {timeout}s of SIGTERM")
+        self.proc = None
+        self.exits.append(("term", rc))
+        self._note(f"exited with code {rc} after SIGTERM")
+        if rc != 0:
+            raise BrokerError(f"chronik exited with code {rc} after SIGTERM (expected 0)")
+        return rc
+
+    def kill9(self) -> None:
+        if self.proc is None:
+            return
+        self._note("SIGKILL")
+        self.proc.kill()
+        rc = self.proc.wait(timeout=10)
+        self.exits.append(("kill", rc))
+        self.proc = None
+
+    def restart(self) -> None:
+        """Graceful restart on the same data dir and port."""
+        self.stop()
+        self.start()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        all_lines = self.log_text().splitlines()
+        head = ""
+        if len(all_lines) > lines:
+            head = f"[... {len(all_lines) - lines} earlier lines in {self.log_path}]\n"
+        return head + "\n".join(all_lines[-lines:])
+
+
+def _make_broker(request, tmp_path: Path, name: str, extra_args=()) -> Broker:
+    b = Broker(chronik_bin(), tmp_path / f"{name}-data", tmp_path / f"{name}.stderr.log",
+               extra_args=extra_args)
+    brokers = getattr(request.node, "_chronik_brokers", None)
+    if brokers is None:
+        brokers = request.node._chronik_brokers = []
+    brokers.append(b)
+    return b
+
+
+def _teardown(b: Broker) -> None:
+    problems = []
+    if b.proc is not None:
+        if b.proc.poll() is not None:
+            rc = b.proc.returncode
+            b.proc = None
+            problems.append(f"chronik died during the test with exit code {rc}")
+        else:
+            try:
+                b.stop()
+            except BrokerError as e:
+                problems.append(str(e))
+    text = b.log_text()
+    if "panicked at" in text:
+        problems.append("chronik logged a panic ('panicked at' in its stderr)")
+    if problems:
+        raise BrokerError("; ".join(problems) + f" (log: {b.log_path})")
+
+
+@pytest.fixture
+def broker(request, tmp_path):
+    """A running broker; yields the Broker (use `.bootstrap` for host:port)."""
+    b = _make_broker(request, tmp_path, "chronik")
+    b.start()
+    yield b
+    _teardown(b)
+
+
+@pytest.fixture
+def broker_factory(request, tmp_path):
+    """Make brokers with extra command-line flags: factory(*extra_args)."""
+    made = []
+
+    def make(*extra_args) -> Broker:
+        b = _make_broker(request, tmp_path, f"chronik{len(made)}", extra_args)
+        made.append(b)
+        b.start()
+        return b
+
+    yield make
+    errors = []
+    for b in made:
+        try:
+            _teardown(b)
+        except BrokerError as e:
+            errors.append(str(e))
+    if errors:
+        raise BrokerError("; ".join(errors))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed or getattr(item, "_chronik_log_attached", False):
+        return
+    brokers = getattr(item, "_chronik_brokers", [])
+    for b in brokers:
+        rep.sections.append((f"chronik stderr ({b.log_path}, exits {b.exits})",
+                             b.log_tail()))
+    if brokers:
+        item._chronik_log_attached = True
