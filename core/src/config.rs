@@ -28,6 +28,9 @@ pub struct BrokerConfig {
     pub message_max_bytes: i32,
     /// `socket.request.max.bytes`: frames larger than this close the connection.
     pub socket_request_max_bytes: i32,
+    /// `fetch.max.bytes`: the most record bytes one fetch response carries,
+    /// whatever the client asks for (at least one batch is always returned).
+    pub fetch_max_bytes: i32,
     /// Group-commit window: 0 syncs as soon as data is appended (batching
     /// whatever arrives while a sync runs); N > 0 syncs at most every N ms.
     pub flush_interval_ms: u64,
@@ -48,6 +51,7 @@ impl Default for BrokerConfig {
             log: LogConfig::default(),
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
+            fetch_max_bytes: 57_671_680,
             flush_interval_ms: 0,
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: 86_400_000,
@@ -275,6 +279,7 @@ impl BrokerConfig {
             ("log.cleanup.policy", "delete".into(), ConfigType::List, "Default cleanup.policy."),
             ("message.max.bytes", self.message_max_bytes.to_string(), ConfigType::Int, "Default max.message.bytes."),
             ("socket.request.max.bytes", self.socket_request_max_bytes.to_string(), ConfigType::Int, "Largest request frame accepted."),
+            ("fetch.max.bytes", self.fetch_max_bytes.to_string(), ConfigType::Int, "Most record bytes in one fetch response."),
             ("log.flush.interval.ms", self.flush_interval_ms.to_string(), ConfigType::Long, "Group-commit window for fsync; 0 syncs as soon as data arrives."),
             ("log.retention.check.interval.ms", self.retention_check_interval_ms.to_string(), ConfigType::Long, "How often retention runs."),
             ("producer.id.expiration.ms", self.producer_id_expiration_ms.to_string(), ConfigType::Long, "Idle time after which a producer's dedup state is dropped."),

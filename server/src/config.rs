@@ -155,6 +155,7 @@ impl Config {
             },
             message_max_bytes,
             socket_request_max_bytes,
+            fetch_max_bytes: defaults.fetch_max_bytes,
             flush_interval_ms: s.flush_interval_ms.unwrap_or(defaults.flush_interval_ms),
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(defaults.retention_check_interval_ms).max(1),
             producer_id_expiration_ms: defaults.producer_id_expiration_ms,

@@ -76,6 +76,18 @@ impl Client {
     }
 }
 
+/// A hand-made frame: length, api key, version, correlation id, then `rest`.
+fn raw_frame(api_key: i16, api_version: i16, correlation_id: i32, rest: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&api_key.to_be_bytes());
+    raw.extend_from_slice(&api_version.to_be_bytes());
+    raw.extend_from_slice(&correlation_id.to_be_bytes());
+    raw.extend_from_slice(rest);
+    let mut framed = (raw.len() as i32).to_be_bytes().to_vec();
+    framed.extend(raw);
+    framed
+}
+
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.into()))
 }
@@ -142,13 +154,7 @@ async fn api_versions_at_every_version_and_an_unknown_one() {
     }
     // A version from the future: answered at v0 with UNSUPPORTED_VERSION and the table.
     c.correlation += 1;
-    let mut raw = Vec::new();
-    raw.extend_from_slice(&(ApiKey::ApiVersions as i16).to_be_bytes());
-    raw.extend_from_slice(&9i16.to_be_bytes());
-    raw.extend_from_slice(&c.correlation.to_be_bytes());
-    raw.extend_from_slice(&[0xff, 0xff, 0, 0, 0]);
-    let mut framed = (raw.len() as i32).to_be_bytes().to_vec();
-    framed.extend(raw);
+    let framed = raw_frame(ApiKey::ApiVersions as i16, 9, c.correlation, &[0xff, 0xff, 0, 0, 0]);
     c.stream.write_all(&framed).await.unwrap();
     let ResponseKind::ApiVersions(r) = c.receive(ApiKey::ApiVersions, 0).await else { panic!() };
     assert_eq!(r.error_code, 35);
@@ -168,39 +174,16 @@ async fn bad_frames_close_the_connection_and_nothing_else() {
         c.stream.write_all(&(len as i32).to_be_bytes()).await.unwrap();
         assert!(c.closed().await, "frame length {len} did not close the connection");
     }
-    // Unknown API key.
-    let mut c = Client::connect(addr).await;
-    let mut raw = vec![];
-    raw.extend_from_slice(&999i16.to_be_bytes());
-    raw.extend_from_slice(&0i16.to_be_bytes());
-    raw.extend_from_slice(&1i32.to_be_bytes());
-    raw.extend_from_slice(&[0, 0]);
-    let mut framed = (raw.len() as i32).to_be_bytes().to_vec();
-    framed.extend(raw);
-    c.stream.write_all(&framed).await.unwrap();
-    assert!(c.closed().await);
-    // Unsupported version of a known API (Produce v2: magic v0/v1 era).
-    let mut c = Client::connect(addr).await;
-    let mut raw = vec![];
-    raw.extend_from_slice(&0i16.to_be_bytes());
-    raw.extend_from_slice(&2i16.to_be_bytes());
-    raw.extend_from_slice(&1i32.to_be_bytes());
-    raw.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    let mut framed = (raw.len() as i32).to_be_bytes().to_vec();
-    framed.extend(raw);
-    c.stream.write_all(&framed).await.unwrap();
-    assert!(c.closed().await);
-    // A body that does not decode.
-    let mut c = Client::connect(addr).await;
-    let mut raw = vec![];
-    raw.extend_from_slice(&(ApiKey::Metadata as i16).to_be_bytes());
-    raw.extend_from_slice(&12i16.to_be_bytes());
-    raw.extend_from_slice(&1i32.to_be_bytes());
-    raw.extend_from_slice(&[0xff, 0xff, 0x00, 0x7f, 0xff, 0xff]);
-    let mut framed = (raw.len() as i32).to_be_bytes().to_vec();
-    framed.extend(raw);
-    c.stream.write_all(&framed).await.unwrap();
-    assert!(c.closed().await);
+    let bad = [
+        ("an unknown API key", raw_frame(999, 0, 1, &[0, 0])),
+        ("Produce v2, older than we implement", raw_frame(ApiKey::Produce as i16, 2, 1, &[0, 0, 0, 0, 0, 0])),
+        ("a Metadata body that does not decode", raw_frame(ApiKey::Metadata as i16, 12, 1, &[0xff, 0xff, 0x00, 0x7f, 0xff, 0xff])),
+    ];
+    for (what, frame) in bad {
+        let mut c = Client::connect(addr).await;
+        c.stream.write_all(&frame).await.unwrap();
+        assert!(c.closed().await, "{what} did not close the connection");
+    }
     // A truncated frame: the client goes away mid-request.
     {
         let mut c = Client::connect(addr).await;

@@ -42,7 +42,8 @@ impl Broker {
             response.error_code = FetchSessionIdNotFound.code();
             return FetchOutcome { response, bytes: 0, has_error: true };
         }
-        let response_max = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+        let broker_max = self.config.fetch_max_bytes.max(1) as usize;
+        let response_max = if request.max_bytes <= 0 { broker_max } else { (request.max_bytes as usize).min(broker_max) };
         let mut total = 0usize;
         let mut has_error = false;
         for ft in &request.topics {

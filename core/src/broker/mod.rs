@@ -109,7 +109,7 @@ impl Broker {
     /// topics that were deleted (or half-created) before a crash.
     pub fn open(config: BrokerConfig, disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, rng: Arc<Rng>) -> Result<Broker, StartError> {
         let now = clock.now_ms();
-        let mut catalog = match Catalog::load(&*disk).map_err(StartError::Catalog)? {
+        let catalog = match Catalog::load(&*disk).map_err(StartError::Catalog)? {
             Some(c) => c,
             None => {
                 let id = Uuid::from_bytes(rng.bytes16());
@@ -121,7 +121,6 @@ impl Broker {
         };
         // Ids below the reservation may have been handed out before a crash.
         let next_producer_id = catalog.producer_id_reserved;
-        catalog.producer_id_reserved = next_producer_id;
 
         let mut topics = BTreeMap::new();
         for record in catalog.topics.values() {
