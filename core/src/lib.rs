@@ -17,3 +17,4 @@ pub mod log;
 pub mod testing;
 pub mod config;
 pub mod broker;
+pub mod planted;

@@ -9,27 +9,42 @@ use rand::{Rng as _, RngCore, SeedableRng};
 
 /// A seeded, shareable random number generator.
 #[derive(Debug)]
-pub struct Rng(Mutex<SmallRng>);
+pub struct Rng {
+    rng: Mutex<SmallRng>,
+    buggify: bool,
+}
 
 impl Rng {
     pub fn seeded(seed: u64) -> Rng {
-        Rng(Mutex::new(SmallRng::seed_from_u64(seed)))
+        Rng { rng: Mutex::new(SmallRng::seed_from_u64(seed)), buggify: false }
+    }
+
+    /// The simulator's RNG: [`Rng::buggify`] may fire.
+    pub fn seeded_with_buggify(seed: u64) -> Rng {
+        Rng { buggify: true, ..Rng::seeded(seed) }
+    }
+
+    /// FoundationDB's BUGGIFY: true with probability `p`, but only in the
+    /// simulator; production code uses it to take rare paths (an early
+    /// segment roll, a skipped flush round) often enough to be tested.
+    pub fn buggify(&self, p: f64) -> bool {
+        self.buggify && self.chance(p)
     }
 
     pub fn next_u64(&self) -> u64 {
-        self.0.lock().expect("rng lock").next_u64()
+        self.rng.lock().expect("rng lock").next_u64()
     }
 
     /// 16 random bytes, e.g. for a topic id.
     pub fn bytes16(&self) -> [u8; 16] {
         let mut b = [0u8; 16];
-        self.0.lock().expect("rng lock").fill_bytes(&mut b);
+        self.rng.lock().expect("rng lock").fill_bytes(&mut b);
         b
     }
 
     /// True with probability `p`.
     pub fn chance(&self, p: f64) -> bool {
-        self.0.lock().expect("rng lock").gen_bool(p.clamp(0.0, 1.0))
+        self.rng.lock().expect("rng lock").gen_bool(p.clamp(0.0, 1.0))
     }
 }
 

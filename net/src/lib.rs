@@ -112,7 +112,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 async fn write_answers<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Answer>, peer: SocketAddr) {
     while let Some(answer) = rx.recv().await {
         if let Some(bytes) = answer.await {
-            if let Err(e) = writer.write_all(&bytes).await {
+            // flush: a no-op on a tokio socket, required by buffered streams
+            // (madsim's simulated TCP among them).
+            if let Err(e) = async { writer.write_all(&bytes).await?; writer.flush().await }.await {
                 tracing::debug!(%peer, error = %e, "write failed");
                 return;
             }

@@ -216,7 +216,10 @@ impl Broker {
                 Err(_) => None,
             };
             let Some((file, offset)) = target else { continue };
-            let result = file.sync();
+            if self.rng.buggify(0.05) {
+                continue; // leave it to the next round
+            }
+            let result = if crate::planted::active(crate::planted::Bug::SkipFsync) { Ok(()) } else { file.sync() };
             let mut guard = p.lock();
             if let Ok(log) = &mut *guard {
                 match result {

@@ -168,6 +168,9 @@ impl Broker {
                 Err(e @ SequenceError::DuplicateOld { .. }) => return Err(reject(DuplicateSequenceNumber, e.to_string())),
             }
         }
+        if self.rng.buggify(0.02) {
+            log.roll_now(now).map_err(|e| reject(KafkaStorageError, e.to_string()))?;
+        }
         let mut first = None;
         let mut last = 0;
         for (_, start, end) in batches {

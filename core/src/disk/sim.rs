@@ -205,6 +205,16 @@ impl SimDisk {
         Ok(())
     }
 
+    /// Bytes currently stored (what disk-full capacity is compared with).
+    pub fn used_bytes(&self) -> u64 {
+        self.state().used_bytes()
+    }
+
+    /// The fault settings in force.
+    pub fn faults(&self) -> FaultConfig {
+        self.state().config.clone()
+    }
+
     /// How many times [`SimDisk::crash`] ran.
     pub fn crashes(&self) -> u64 {
         self.state().crashes

@@ -178,7 +178,9 @@ impl PartitionLog {
                 Segment::open_sealed(&*disk, dir, base, bases[i + 1], now_ms, interval).map_err(io_err(dir))?
             };
             if let Some(reason) = end.invalid {
-                if is_active {
+                if is_active && crate::planted::active(crate::planted::Bug::TruncateTornTailOff) {
+                    seg.size = disk.open(seg.path(), false).and_then(|f| f.len()).map_err(io_err(dir))?;
+                } else if is_active {
                     tracing::warn!(
                         segment = %seg.path().display(),
                         valid_bytes = end.valid_len,
@@ -294,6 +296,16 @@ impl PartitionLog {
         seg.note_append(&header, len);
         self.producers.record(&header);
         Ok(Appended { base_offset, last_offset: header.last_offset() })
+    }
+
+    /// Seals the active segment now, if it has data (the simulator's
+    /// buggify uses this to make rolls frequent).
+    pub fn roll_now(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.ensure_online()?;
+        if self.active().size == 0 {
+            return Ok(());
+        }
+        self.roll(now_ms).map_err(|e| self.go_offline(e))
     }
 
     fn should_roll(&self, incoming: u64, now_ms: i64) -> bool {

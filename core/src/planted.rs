@@ -1,0 +1,56 @@
+//! Planted bugs: the simulator's self-test.
+//!
+//! The simulator proves its checkers work by switching one of these on and
+//! showing that some seed catches it. They exist only in builds made with
+//! `RUSTFLAGS="--cfg chronik_planted_bugs"` (which `ci/sim.sh --bug` uses, in
+//! its own target directory); in every other build [`active`] is a constant
+//! `false` and the buggy branches compile away.
+
+/// A bug the simulator must catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// The flusher advances the high watermark (and so answers acks=all)
+    /// without calling fsync.
+    SkipFsync,
+    /// Recovery keeps the torn tail of the active segment instead of
+    /// truncating it.
+    TruncateTornTailOff,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 2] = [Bug::SkipFsync, Bug::TruncateTornTailOff];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::SkipFsync => "skip-fsync",
+            Bug::TruncateTornTailOff => "truncate-torn-tail-off",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+#[cfg(chronik_planted_bugs)]
+static ACTIVE: std::sync::Mutex<Option<Bug>> = std::sync::Mutex::new(None);
+
+/// Switches `bug` on (or all off with `None`). Only planted-bug builds can.
+#[cfg(chronik_planted_bugs)]
+pub fn plant(bug: Option<Bug>) {
+    *ACTIVE.lock().expect("planted bug lock") = bug;
+}
+
+/// Whether `bug` is switched on. Always false outside planted-bug builds.
+#[inline(always)]
+pub fn active(bug: Bug) -> bool {
+    #[cfg(chronik_planted_bugs)]
+    {
+        *ACTIVE.lock().expect("planted bug lock") == Some(bug)
+    }
+    #[cfg(not(chronik_planted_bugs))]
+    {
+        let _ = bug;
+        false
+    }
+}

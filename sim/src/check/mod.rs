@@ -1,0 +1,30 @@
+//! The invariant checkers, one per file. Each returns the violations it
+//! found as sentences; an empty list means the history is fine.
+
+mod acked_durable;
+mod hw_monotonic;
+mod no_duplicates;
+mod offsets_dense;
+mod reads_match_log;
+
+use crate::history::History;
+
+/// A named checker.
+pub struct Checker {
+    pub name: &'static str,
+    pub check: fn(&History) -> Vec<String>,
+}
+
+/// Every checker that applies to a single-node broker.
+pub const CHECKERS: &[Checker] = &[
+    Checker { name: "acked-durable", check: acked_durable::check },
+    Checker { name: "no-duplicates", check: no_duplicates::check },
+    Checker { name: "offsets-dense", check: offsets_dense::check },
+    Checker { name: "reads-match-log", check: reads_match_log::check },
+    Checker { name: "hw-monotonic", check: hw_monotonic::check },
+];
+
+/// Runs every checker; returns `(checker, violation)` pairs.
+pub fn run_all(history: &History) -> Vec<(&'static str, String)> {
+    CHECKERS.iter().flat_map(|c| (c.check)(history).into_iter().map(move |v| (c.name, v))).collect()
+}

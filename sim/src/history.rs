@@ -1,0 +1,74 @@
+//! What the simulated clients saw, in order: the input of every checker.
+
+use std::collections::BTreeMap;
+
+/// A partition of the simulated topic.
+pub type Partition = i32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A produce answered `NONE` (acks=all): `values[i]` is at `base_offset + i`.
+    Acked { partition: Partition, base_offset: i64, values: Vec<String> },
+    /// Answered `DUPLICATE_SEQUENCE_NUMBER`: written before, offset unknown.
+    AckedOffsetUnknown { partition: Partition, values: Vec<String> },
+    /// A consumer fetch: records in the order returned, and the HW it reported.
+    Read { partition: Partition, records: Vec<(i64, String)>, high_watermark: i64 },
+    /// A fault the world injected (crash, partition, disk error, ...).
+    Fault(String),
+    /// Something a checker should know about, e.g. a client-visible error.
+    Note(String),
+}
+
+/// The events of one run plus the final read of every partition.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    pub events: Vec<Event>,
+    /// After healing: the whole log of each partition, (offset, value).
+    pub final_logs: BTreeMap<Partition, Vec<(i64, String)>>,
+    /// Partitions whose stored bytes were corrupted on purpose (bit rot):
+    /// with a single replica, their records may be unreadable.
+    pub rotted: Vec<Partition>,
+}
+
+impl History {
+    pub fn push(&mut self, e: Event) {
+        self.events.push(e);
+    }
+
+    /// FNV-1a over every event and the final logs: equal for equal runs.
+    pub fn trace_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |s: &str| {
+            for b in s.bytes().chain(std::iter::once(b'\n')) {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for e in &self.events {
+            eat(&format!("{e:?}"));
+        }
+        for (p, log) in &self.final_logs {
+            eat(&format!("final {p} {log:?}"));
+        }
+        h
+    }
+
+    /// Acknowledged values with their offsets, when known.
+    pub fn acked(&self) -> Vec<(Partition, Option<i64>, &str)> {
+        let mut out = Vec::new();
+        for e in &self.events {
+            match e {
+                Event::Acked { partition, base_offset, values } => {
+                    for (i, v) in values.iter().enumerate() {
+                        out.push((*partition, Some(base_offset + i as i64), v.as_str()));
+                    }
+                }
+                Event::AckedOffsetUnknown { partition, values } => {
+                    out.extend(values.iter().map(|v| (*partition, None, v.as_str())));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}

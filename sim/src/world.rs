@@ -1,0 +1,472 @@
+//! The simulated world of one seed: a broker node running the production
+//! `chronik_server::start` on a `SimDisk`, a client node with idempotent
+//! producers and a tailing consumer, and a fault injector.
+//!
+//! Two phases: a **safety** phase under faults chosen by the seed (crashes
+//! losing unsynced writes, torn writes, EIO, disk full, bit rot, clogged and
+//! lossy links, clock jumps), then a **liveness** phase in which every fault
+//! is healed, the broker restarts once more, every producer must resolve its
+//! last batch and a final reader must read every partition to its high
+//! watermark, all within bounded simulated time. Then the checkers run.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chronik_core::clock::{Clock, SystemClock};
+use chronik_core::disk::{Disk, FaultConfig, SimDisk};
+use chronik_core::rng::Rng;
+use chronik_proto::ResponseError;
+use chronik_server::{Config, Deps, Settings};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
+use madsim::net::NetSim;
+use madsim::rand::{thread_rng, Rng as _};
+use madsim::runtime::Handle;
+
+use crate::check;
+use crate::client::{self, Conn};
+use crate::history::{Event, History, Partition};
+
+pub const TOPIC: &str = "sim";
+pub const PARTITIONS: i32 = 2;
+const PRODUCERS: u32 = 2;
+const BROKER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const PORT: u16 = 9092;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    pub safety: Duration,
+    pub liveness: Duration,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub history: History,
+    pub violations: Vec<(&'static str, String)>,
+    pub faults: BTreeMap<&'static str, u32>,
+    pub sim_elapsed: Duration,
+}
+
+/// A clock that the fault injector can jump.
+struct JumpClock {
+    offset_ms: AtomicI64,
+}
+
+impl Clock for JumpClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.offset_ms.load(Ordering::SeqCst)
+    }
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn broker_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(BROKER_IP), PORT)
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.into()))
+}
+
+/// Runs one seed in a fresh madsim runtime.
+pub fn run_seed(opts: &Options) -> Outcome {
+    let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, madsim::Config::default());
+    rt.block_on(world(opts.clone()))
+}
+
+async fn world(opts: Options) -> Outcome {
+    let start = tokio::time::Instant::now();
+    let handle = Handle::current();
+    let seed = opts.seed;
+    let history: Shared<History> = Arc::default();
+    let mut faults: BTreeMap<&'static str, u32> = BTreeMap::new();
+
+    // Per-seed knobs.
+    let (flush_ms, segment_bytes, rot_allowed) = {
+        let mut r = thread_rng();
+        (if r.gen_bool(0.5) { 0 } else { r.gen_range(1..20) }, r.gen_range(4u64..64) * 1024, r.gen_bool(0.2))
+    };
+    let base_faults = FaultConfig { torn_writes: true, ..Default::default() };
+    let disk = SimDisk::with_faults(seed, base_faults.clone());
+    let clock = Arc::new(JumpClock { offset_ms: AtomicI64::new(0) });
+    let starts = Arc::new(AtomicU64::new(0));
+
+    let broker = {
+        let (disk, clock, starts) = (disk.clone(), clock.clone(), starts.clone());
+        handle
+            .create_node()
+            .name("broker")
+            .ip(IpAddr::V4(BROKER_IP))
+            .init(move || {
+                let (disk, clock, starts) = (disk.clone(), clock.clone(), starts.clone());
+                async move {
+                    loop {
+                        let n = starts.fetch_add(1, Ordering::SeqCst);
+                        let settings = Settings {
+                            data_dir: Some("/data".into()),
+                            kafka_listen: Some(broker_addr().to_string()),
+                            log_segment_bytes: Some(segment_bytes),
+                            log_roll_ms: Some(60_000),
+                            log_retention_ms: Some(-1),
+                            flush_interval_ms: Some(flush_ms),
+                            ..Default::default()
+                        };
+                        let config = Config::from_settings(settings).expect("valid sim config");
+                        let deps = Deps {
+                            disk: Arc::new(disk.clone()),
+                            clock: clock.clone(),
+                            rng: Arc::new(Rng::seeded_with_buggify(seed.wrapping_mul(31).wrapping_add(n))),
+                        };
+                        match chronik_server::start(config, deps).await {
+                            Ok(_running) => std::future::pending::<()>().await,
+                            Err(e) => {
+                                tracing::warn!("broker failed to start: {e:#}");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        }
+                    }
+                }
+            })
+            .build()
+    };
+    let client = handle.create_node().name("client").ip(IpAddr::V4(CLIENT_IP)).build();
+    let net = NetSim::current();
+
+    // The topic.
+    let created = client
+        .spawn(async move {
+            for _ in 0..100 {
+                if let Ok(mut c) = Conn::connect(broker_addr()).await {
+                    let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+                        .with_name(name(TOPIC))
+                        .with_num_partitions(PARTITIONS)
+                        .with_replication_factor(1)]);
+                    if let Ok(ResponseKind::CreateTopics(r)) = c.call(ApiKey::CreateTopics, 5, RequestKind::CreateTopics(req)).await {
+                        let code = r.topics[0].error_code;
+                        if code == 0 || code == ResponseError::TopicAlreadyExists.code() {
+                            return true;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+    assert!(created, "seed {seed}: could not create the topic on a healthy broker");
+
+    // Producers and a consumer on the client node.
+    let stop_producing = Arc::new(AtomicBool::new(false));
+    let stop_consuming = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|id| client.spawn(producer(id, history.clone(), stop_producing.clone())))
+        .collect();
+    let consumer = client.spawn(consumer(history.clone(), stop_consuming.clone()));
+
+    // Safety phase: faults.
+    let safety_end = tokio::time::Instant::now() + opts.safety;
+    let mut rotted: Vec<Partition> = Vec::new();
+    while tokio::time::Instant::now() < safety_end {
+        let (pause, choice) = {
+            let mut r = thread_rng();
+            (Duration::from_millis(r.gen_range(50..600)), r.gen_range(0..100))
+        };
+        tokio::time::sleep(pause).await;
+        let mut note = |kind: &'static str, detail: String| {
+            *faults.entry(kind).or_default() += 1;
+            history.lock().unwrap().push(Event::Fault(format!("{kind}: {detail}")));
+        };
+        match choice {
+            0..=19 => {
+                let down = Duration::from_millis(thread_rng().gen_range(0..400));
+                handle.kill(broker.id());
+                disk.crash();
+                note("crash", format!("broker down {down:?}"));
+                tokio::time::sleep(down).await;
+                handle.restart(broker.id());
+            }
+            20..=34 => {
+                let (both, dur) = {
+                    let mut r = thread_rng();
+                    (r.gen_bool(0.5), Duration::from_millis(r.gen_range(100..2000)))
+                };
+                net.clog_link(client.id(), broker.id());
+                if both {
+                    net.clog_link(broker.id(), client.id());
+                }
+                note("partition", format!("{} for {dur:?}", if both { "both ways" } else { "client->broker" }));
+                tokio::time::sleep(dur).await;
+                net.unclog_link(client.id(), broker.id());
+                net.unclog_link(broker.id(), client.id());
+            }
+            35..=44 => {
+                let (rate, dur) = {
+                    let mut r = thread_rng();
+                    (r.gen_range(0.01..0.2), Duration::from_millis(r.gen_range(200..2000)))
+                };
+                net.update_config(|c| c.packet_loss_rate = rate);
+                note("packet-loss", format!("{rate:.2} for {dur:?}"));
+                tokio::time::sleep(dur).await;
+                net.update_config(|c| c.packet_loss_rate = 0.0);
+            }
+            45..=54 => {
+                let jump = thread_rng().gen_range(-3_600_000i64..3_600_000);
+                clock.offset_ms.fetch_add(jump, Ordering::SeqCst);
+                note("clock-jump", format!("{jump} ms"));
+            }
+            55..=74 => {
+                let (p, dur) = {
+                    let mut r = thread_rng();
+                    (r.gen_range(0.01..0.3), Duration::from_millis(r.gen_range(50..800)))
+                };
+                disk.set_faults(FaultConfig { read_error_probability: p, write_error_probability: p, sync_error_probability: p, ..base_faults.clone() });
+                note("disk-eio", format!("p={p:.2} for {dur:?}"));
+                tokio::time::sleep(dur).await;
+                disk.set_faults(base_faults.clone());
+            }
+            75..=84 => {
+                let dur = Duration::from_millis(thread_rng().gen_range(100..1000));
+                let used = disk.used_bytes();
+                disk.set_faults(FaultConfig { capacity_bytes: Some(used + 2048), ..base_faults.clone() });
+                note("disk-full", format!("for {dur:?}"));
+                tokio::time::sleep(dur).await;
+                disk.set_faults(base_faults.clone());
+            }
+            85..=89 if rot_allowed => {
+                if let Some((p, file, at)) = rot_target(&disk) {
+                    let bit = thread_rng().gen_range(0..8);
+                    let _ = disk.flip_bit(Path::new(&file), at, bit);
+                    if !rotted.contains(&p) {
+                        rotted.push(p);
+                    }
+                    note("bit-rot", format!("{file} byte {at}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Liveness phase: heal everything, restart once more, and converge.
+    net.update_config(|c| c.packet_loss_rate = 0.0);
+    net.unclog_link(client.id(), broker.id());
+    net.unclog_link(broker.id(), client.id());
+    disk.set_faults(base_faults.clone());
+    handle.kill(broker.id());
+    disk.crash();
+    handle.restart(broker.id());
+    history.lock().unwrap().push(Event::Fault("heal: all faults off, broker restarted".into()));
+    let liveness_end = tokio::time::Instant::now() + opts.liveness;
+
+    stop_producing.store(true, Ordering::SeqCst);
+    let mut violations: Vec<(&'static str, String)> = Vec::new();
+    for (id, p) in producers.into_iter().enumerate() {
+        let left = liveness_end.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left, p).await.is_err() {
+            violations.push(("liveness", format!("producer {id} did not resolve its last batch after healing")));
+        }
+    }
+    stop_consuming.store(true, Ordering::SeqCst);
+    let left = liveness_end.saturating_duration_since(tokio::time::Instant::now());
+    let _ = tokio::time::timeout(left, consumer).await;
+
+    let left = liveness_end.saturating_duration_since(tokio::time::Instant::now());
+    let finals = tokio::time::timeout(left.max(Duration::from_secs(1)), client.spawn(final_read(rotted.clone()))).await;
+    let mut history = std::mem::take(&mut *history.lock().unwrap());
+    history.rotted = rotted;
+    match finals {
+        Ok(Ok(Ok(logs))) => history.final_logs = logs,
+        Ok(Ok(Err(e))) => violations.push(("liveness", format!("final read failed after healing: {e:#}"))),
+        _ => violations.push(("liveness", "final read did not finish after healing".into())),
+    }
+    if violations.is_empty() {
+        violations.extend(check::run_all(&history));
+    }
+    Outcome { history, violations, faults, sim_elapsed: start.elapsed() }
+}
+
+/// A byte somewhere in a synced segment of some partition.
+fn rot_target(disk: &SimDisk) -> Option<(Partition, String, u64)> {
+    let topics = disk.list(Path::new("topics")).ok()?;
+    let topic_dir = topics.first()?;
+    let p = thread_rng().gen_range(0..PARTITIONS);
+    let dir = format!("topics/{topic_dir}/{p}");
+    let logs: Vec<String> = disk.list(Path::new(&dir)).ok()?.into_iter().filter(|n| n.ends_with(".log")).collect();
+    let file = format!("{dir}/{}", logs.first()?);
+    let len = disk.open(Path::new(&file), false).ok()?.len().ok()?;
+    (len > 0).then(|| (p, file, thread_rng().gen_range(0..len)))
+}
+
+/// An idempotent producer: one batch in flight, retried with the same
+/// sequence until the broker answers it definitively.
+async fn producer(id: u32, history: Shared<History>, stop: Arc<AtomicBool>) {
+    let mut n: u64 = 0;
+    'session: loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(mut conn) = Conn::connect(broker_addr()).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let req = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000);
+        let pid = match conn.call(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(req)).await {
+            Ok(ResponseKind::InitProducerId(r)) if r.error_code == 0 => r.producer_id.0,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let mut seq = vec![0i32; PARTITIONS as usize];
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let (partition, count, compression) = {
+                let mut r = thread_rng();
+                let c = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd][r.gen_range(0..5)];
+                (r.gen_range(0..PARTITIONS), r.gen_range(1..5usize), c)
+            };
+            let values: Vec<String> = (0..count).map(|i| format!("p{id}-{}", n + i as u64)).collect();
+            n += count as u64;
+            let records = client::batch(&values, pid, 0, seq[partition as usize], compression, 1_700_000_000_000);
+            // Resolve this batch: answered, or abandoned with a new session.
+            let mut attempts = 0u32;
+            loop {
+                attempts += 1;
+                let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(2000).with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name(TOPIC))
+                    .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records.clone()))])]);
+                let answer = conn.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await;
+                let code = match answer {
+                    Ok(ResponseKind::Produce(r)) => {
+                        let p = &r.responses[0].partition_responses[0];
+                        if p.error_code == 0 {
+                            history.lock().unwrap().push(Event::Acked { partition, base_offset: p.base_offset, values: values.clone() });
+                            seq[partition as usize] += count as i32;
+                            break;
+                        }
+                        p.error_code
+                    }
+                    Ok(_) => unreachable!("produce answered with another API"),
+                    Err(_) => {
+                        // Connection trouble: reconnect and retry the same batch.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        match Conn::connect(broker_addr()).await {
+                            Ok(c) => conn = c,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                        continue;
+                    }
+                };
+                if code == ResponseError::DuplicateSequenceNumber.code() {
+                    history.lock().unwrap().push(Event::AckedOffsetUnknown { partition, values: values.clone() });
+                    seq[partition as usize] += count as i32;
+                    break;
+                }
+                let retriable = [ResponseError::KafkaStorageError, ResponseError::RequestTimedOut, ResponseError::UnknownTopicOrPartition, ResponseError::NotEnoughReplicas]
+                    .iter()
+                    .any(|e| e.code() == code);
+                if !retriable || attempts > 1000 {
+                    history.lock().unwrap().push(Event::Note(format!("producer {id}: batch {values:?} refused with error {code}; new producer session")));
+                    continue 'session;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Tails every partition, recording what it reads and the HW it is told.
+async fn consumer(history: Shared<History>, stop: Arc<AtomicBool>) {
+    let mut next = vec![0i64; PARTITIONS as usize];
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(mut conn) = Conn::connect(broker_addr()).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        while !stop.load(Ordering::SeqCst) {
+            let partitions = (0..PARTITIONS)
+                .map(|p| FetchPartition::default().with_partition(p).with_fetch_offset(next[p as usize]).with_partition_max_bytes(64 << 10))
+                .collect();
+            let req = FetchRequest::default()
+                .with_max_wait_ms(200)
+                .with_min_bytes(1)
+                .with_max_bytes(1 << 20)
+                .with_session_epoch(-1)
+                .with_topics(vec![FetchTopic::default().with_topic(name(TOPIC)).with_partitions(partitions)]);
+            let Ok(ResponseKind::Fetch(r)) = conn.call(ApiKey::Fetch, 11, RequestKind::Fetch(req)).await else { break };
+            for pd in &r.responses[0].partitions {
+                let p = pd.partition_index;
+                if pd.error_code != 0 {
+                    history.lock().unwrap().push(Event::Note(format!("fetch partition {p} at {}: error {}", next[p as usize], pd.error_code)));
+                    continue;
+                }
+                let records = match client::records(pd.records.clone().unwrap_or_default(), next[p as usize]) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        history.lock().unwrap().push(Event::Note(format!("fetch partition {p}: undecodable records: {e:#}")));
+                        continue;
+                    }
+                };
+                if let Some((last, _)) = records.last() {
+                    next[p as usize] = last + 1;
+                }
+                history.lock().unwrap().push(Event::Read { partition: p, records, high_watermark: pd.high_watermark });
+            }
+        }
+    }
+}
+
+/// Reads every partition from offset 0 to its high watermark.
+async fn final_read(rotted: Vec<Partition>) -> anyhow::Result<BTreeMap<Partition, Vec<(i64, String)>>> {
+    let mut logs = BTreeMap::new();
+    'partition: for p in 0..PARTITIONS {
+        let mut log: Vec<(i64, String)> = Vec::new();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if attempts > 200 {
+                if rotted.contains(&p) {
+                    logs.insert(p, log);
+                    continue 'partition;
+                }
+                anyhow::bail!("partition {p}: could not read past offset {}", log.last().map(|l| l.0 + 1).unwrap_or(0));
+            }
+            let Ok(mut conn) = Conn::connect(broker_addr()).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let from = log.last().map(|l| l.0 + 1).unwrap_or(0);
+            let req = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![FetchTopic::default()
+                .with_topic(name(TOPIC))
+                .with_partitions(vec![FetchPartition::default().with_partition(p).with_fetch_offset(from).with_partition_max_bytes(1 << 20)])]);
+            let Ok(ResponseKind::Fetch(r)) = conn.call(ApiKey::Fetch, 11, RequestKind::Fetch(req)).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let pd = &r.responses[0].partitions[0];
+            if pd.error_code != 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            log.extend(client::records(pd.records.clone().unwrap_or_default(), from)?);
+            let end = log.last().map(|l| l.0 + 1).unwrap_or(0);
+            if end >= pd.high_watermark {
+                logs.insert(p, log);
+                continue 'partition;
+            }
+        }
+    }
+    Ok(logs)
+}
