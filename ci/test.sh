@@ -46,6 +46,13 @@ fi
 step "cargo test --workspace --release"
 cargo test --workspace --release
 
+step "deterministic simulation: 200 seeds, a determinism check, planted-bug self-test"
+bash ci/sim.sh --seeds 200
+bash ci/sim.sh --seeds 10 --start 1000 --check-determinism
+for bug in skip-fsync truncate-torn-tail-off; do
+  bash ci/sim.sh --bug "$bug" --seeds 200
+done
+
 step "end-to-end tests (ci/e2e.sh)"
 bash ci/e2e.sh
 

@@ -277,6 +277,10 @@ pub async fn flusher(shared: Arc<Shared>, interval_ms: u64) {
         if interval_ms > 0 {
             tokio::time::sleep(Duration::from_millis(interval_ms)).await;
         }
+        if shared.broker.buggify(0.1) {
+            // A slow disk: the sync takes a while (simulation only).
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
         // Appends that land during a sync are picked up by the next round.
         while shared.broker.needs_flush() {
             if shared.broker.flush() {

@@ -23,6 +23,7 @@ use chronik_proto::ResponseError;
 use chronik_server::{Config, Deps, Settings};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -141,6 +142,8 @@ async fn world(opts: Options) -> Outcome {
     };
     let client = handle.create_node().name("client").ip(IpAddr::V4(CLIENT_IP)).build();
     let net = NetSim::current();
+    let mut default_latency = Duration::ZERO..Duration::ZERO;
+    net.update_config(|c| default_latency = c.send_latency.clone());
 
     // The topic.
     let created = client
@@ -215,10 +218,17 @@ async fn world(opts: Options) -> Outcome {
                     let mut r = thread_rng();
                     (r.gen_range(0.01..0.2), Duration::from_millis(r.gen_range(200..2000)))
                 };
-                net.update_config(|c| c.packet_loss_rate = rate);
-                note("packet-loss", format!("{rate:.2} for {dur:?}"));
+                let latency_ms = thread_rng().gen_range(2..50);
+                net.update_config(|c| {
+                    c.packet_loss_rate = rate;
+                    c.send_latency = Duration::from_millis(1)..Duration::from_millis(latency_ms);
+                });
+                note("packet-loss", format!("{rate:.2}, latency up to {latency_ms} ms, for {dur:?}"));
                 tokio::time::sleep(dur).await;
-                net.update_config(|c| c.packet_loss_rate = 0.0);
+                net.update_config(|c| {
+                    c.packet_loss_rate = 0.0;
+                    c.send_latency = default_latency.clone();
+                });
             }
             45..=54 => {
                 let jump = thread_rng().gen_range(-3_600_000i64..3_600_000);
@@ -258,7 +268,10 @@ async fn world(opts: Options) -> Outcome {
     }
 
     // Liveness phase: heal everything, restart once more, and converge.
-    net.update_config(|c| c.packet_loss_rate = 0.0);
+    net.update_config(|c| {
+        c.packet_loss_rate = 0.0;
+        c.send_latency = default_latency.clone();
+    });
     net.unclog_link(client.id(), broker.id());
     net.unclog_link(broker.id(), client.id());
     disk.set_faults(base_faults.clone());
@@ -405,6 +418,19 @@ async fn consumer(history: Shared<History>, stop: Arc<AtomicBool>) {
                 .with_max_bytes(1 << 20)
                 .with_session_epoch(-1)
                 .with_topics(vec![FetchTopic::default().with_topic(name(TOPIC)).with_partitions(partitions)]);
+            if thread_rng().gen_bool(0.1) {
+                // ListOffsets(latest) is the HW too: record what it says.
+                let topics = vec![ListOffsetsTopic::default()
+                    .with_name(name(TOPIC))
+                    .with_partitions((0..PARTITIONS).map(|p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(-1)).collect())];
+                let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(topics);
+                let Ok(ResponseKind::ListOffsets(r)) = conn.call(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(req)).await else { break };
+                for lp in &r.topics[0].partitions {
+                    if lp.error_code == 0 {
+                        history.lock().unwrap().push(Event::Read { partition: lp.partition_index, records: vec![], high_watermark: lp.offset });
+                    }
+                }
+            }
             let Ok(ResponseKind::Fetch(r)) = conn.call(ApiKey::Fetch, 11, RequestKind::Fetch(req)).await else { break };
             for pd in &r.responses[0].partitions {
                 let p = pd.partition_index;
@@ -436,7 +462,7 @@ async fn final_read(rotted: Vec<Partition>) -> anyhow::Result<BTreeMap<Partition
         let mut attempts = 0;
         loop {
             attempts += 1;
-            if attempts > 200 {
+            if attempts > if rotted.contains(&p) { 20 } else { 200 } {
                 if rotted.contains(&p) {
                     logs.insert(p, log);
                     continue 'partition;

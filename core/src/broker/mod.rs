@@ -164,6 +164,11 @@ impl Broker {
         self.read_state().catalog.cluster_id.clone()
     }
 
+    /// The simulator's BUGGIFY (always false in production); see [`Rng::buggify`].
+    pub fn buggify(&self, p: f64) -> bool {
+        self.rng.buggify(p)
+    }
+
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
