@@ -283,13 +283,16 @@ pub async fn flusher(shared: Arc<Shared>, interval_ms: u64) {
         }
         // Appends that land during a sync are picked up by the next round.
         while shared.broker.needs_flush() {
-            if shared.broker.flush() {
-                shared.hw_advanced.notify_waiters();
-            } else {
+            let advanced = shared.broker.flush();
+            shared.hw_advanced.notify_waiters();
+            if !advanced {
                 break;
             }
             tokio::task::yield_now().await;
         }
+        // Always wake the waiters: a segment roll also moves the HW, and a
+        // failed sync takes a partition offline; either way they must look.
+        shared.hw_advanced.notify_waiters();
     }
 }
 

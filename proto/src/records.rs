@@ -44,22 +44,64 @@ pub fn count_records(batch: &[u8]) -> Result<i32, RecordsError> {
     }
 }
 
-/// Walks `varint length, body` records to the end of the stream.
+/// Walks `varint length, body` records to the end of the stream, checking
+/// that each record's offset delta is its position in the batch (so the
+/// count cannot be inflated with empty records).
 fn walk(reader: impl Read, cap: u64) -> Result<i32, RecordsError> {
     let mut r = BufReader::with_capacity(64 << 10, reader);
     let mut count: i32 = 0;
     let mut total: u64 = 0;
     loop {
         let Some(len) = read_varint(&mut r)? else { return Ok(count) };
-        if len < 0 {
-            return Err(RecordsError::Framing("negative record length"));
+        if len < RECORD_BODY_MIN {
+            return Err(RecordsError::Framing("record shorter than its fixed fields"));
         }
         total += len as u64 + 1;
         if total > cap {
             return Err(RecordsError::TooLarge);
         }
-        skip(&mut r, len as u64)?;
+        // attributes (1 byte), timestampDelta (varlong), offsetDelta (varint)
+        let mut counted = CountingRead { inner: &mut r, used: 0 };
+        skip(&mut counted, 1)?;
+        read_varint(&mut counted)?.ok_or(RecordsError::Framing("stream ends inside a record"))?;
+        let offset_delta = read_varint(&mut counted)?.ok_or(RecordsError::Framing("stream ends inside a record"))?;
+        let used = counted.used;
+        if offset_delta != count as i64 {
+            return Err(RecordsError::Framing("record offset deltas are not 0, 1, 2, ..."));
+        }
+        if used > len as u64 {
+            return Err(RecordsError::Framing("record fields run past the record length"));
+        }
+        skip(&mut r, len as u64 - used)?;
         count = count.checked_add(1).ok_or(RecordsError::Framing("too many records"))?;
+    }
+}
+
+/// A record body has at least: attributes, timestamp delta, offset delta,
+/// key length, value length and header count, one byte each.
+const RECORD_BODY_MIN: i64 = 6;
+
+/// Counts the bytes consumed through it.
+struct CountingRead<'a, R> {
+    inner: &'a mut R,
+    used: u64,
+}
+
+impl<R: BufRead> Read for CountingRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.used += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for CountingRead<'_, R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.used += amt as u64;
+        self.inner.consume(amt)
     }
 }
 
@@ -178,6 +220,16 @@ mod tests {
             }
             assert!(count_records(&b).is_err() || count_records(&b).unwrap() != 20, "{c:?}");
         }
+    }
+
+    #[test]
+    fn empty_records_cannot_inflate_the_count() {
+        // A batch of three real records with ten one-byte "records" appended.
+        let mut b = encode_batch(3, Compression::None);
+        b.extend_from_slice(&[0u8; 10]);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        assert!(matches!(count_records(&b), Err(RecordsError::Framing(_))));
     }
 
     #[test]

@@ -144,6 +144,12 @@ impl Broker {
                                         response.topics.push(self.topic_metadata(&t, version));
                                         continue;
                                     }
+                                    Err((TopicAlreadyExists, _)) if self.topic(&name_str).is_some() => {
+                                        // Created meanwhile by someone else.
+                                        let t = self.topic(&name_str).expect("checked just now");
+                                        response.topics.push(self.topic_metadata(&t, version));
+                                        continue;
+                                    }
                                     Err((e, _)) => e,
                                 }
                             } else {
@@ -188,13 +194,24 @@ impl Broker {
             return Err((InvalidPartitions, format!("{partitions} partitions is more than the limit of 100000")));
         }
         validate_topic_configs(&configs).map_err(|m| (InvalidConfig, m))?;
-        let mut state = self.write_state();
-        if state.catalog.topics.contains_key(name) {
-            return Err((TopicAlreadyExists, format!("topic '{name}' already exists")));
+        let exists = || (TopicAlreadyExists, format!("topic '{name}' already exists"));
+        if self.read_state().catalog.topics.contains_key(name) {
+            return Err(exists());
         }
         let record = TopicRecord { name: name.to_string(), id: self.new_topic_id(), partitions, configs };
         if validate_only {
             return Ok(Created { record });
+        }
+        // Create the partition logs without holding the broker lock (this is
+        // file creation and fsyncs); a crash before the catalogue names the
+        // topic leaves orphan directories, removed at the next start.
+        let now = self.clock.now_ms();
+        let parts: Vec<_> = (0..partitions).map(|i| open_partition(&self.disk, &self.config, &record, i, now)).collect();
+        let mut state = self.write_state();
+        if state.catalog.topics.contains_key(name) {
+            drop(state);
+            let _ = self.disk.remove_dir_all(&record.dir());
+            return Err(exists());
         }
         let mut catalog = state.catalog.clone();
         catalog.topics.insert(name.to_string(), record.clone());
@@ -203,8 +220,6 @@ impl Broker {
             (KafkaStorageError, format!("cannot persist the topic: {e}"))
         })?;
         state.catalog = catalog;
-        let now = self.clock.now_ms();
-        let parts = (0..partitions).map(|i| open_partition(&self.disk, &self.config, &record, i, now)).collect();
         state.topics.insert(name.to_string(), Arc::new(Topic { record: record.clone(), partitions: parts }));
         Ok(Created { record })
     }
@@ -397,8 +412,7 @@ impl Broker {
         assignments: Option<&[kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment]>,
         validate_only: bool,
     ) -> Result<(), (ResponseError, String)> {
-        let mut state = self.write_state();
-        let Some(topic) = state.topics.get(name).cloned() else {
+        let Some(topic) = self.topic(name) else {
             return Err((UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
         };
         let current = topic.record.partitions;
@@ -419,15 +433,27 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        // Create the new logs without the broker lock; if the topic changed
+        // meanwhile, give up (the unused directories are removed now or at
+        // the next start).
         let mut record = topic.record.clone();
         record.partitions = count;
+        let now = self.clock.now_ms();
+        let new: Vec<_> = (current..count).map(|i| open_partition(&self.disk, &self.config, &record, i, now)).collect();
+        let mut state = self.write_state();
+        if state.topics.get(name).is_none_or(|t| !Arc::ptr_eq(t, &topic)) {
+            drop(state);
+            for i in current..count {
+                let _ = self.disk.remove_dir_all(&record.partition_dir(i));
+            }
+            return Err((InvalidRequest, format!("topic '{name}' changed during the request; retry")));
+        }
         let mut catalog = state.catalog.clone();
         catalog.topics.insert(name.to_string(), record.clone());
         catalog.save(&*self.disk).map_err(|e| (KafkaStorageError, format!("cannot persist the catalogue: {e}")))?;
         state.catalog = catalog;
-        let now = self.clock.now_ms();
         let mut partitions = topic.partitions.clone();
-        partitions.extend((current..count).map(|i| open_partition(&self.disk, &self.config, &record, i, now)));
+        partitions.extend(new);
         state.topics.insert(name.to_string(), Arc::new(Topic { record, partitions }));
         tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(())

@@ -13,6 +13,11 @@ use uuid::Uuid;
 use crate::disk::{self, Disk};
 
 pub const CATALOG_PATH: &str = "meta/catalog.json";
+/// How much of a topic's name its directory name keeps (plus `.` and 32 hex
+/// digits of its id: 233 bytes, under the usual 255-byte limit).
+const TOPIC_DIR_PREFIX_MAX: usize = 200;
+const _: () = assert!(TOPIC_DIR_PREFIX_MAX + 1 + 32 <= 255);
+
 /// Producer ids are reserved on disk this many at a time.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -28,7 +33,10 @@ impl TopicRecord {
     /// The directory holding this topic's partitions: unique per incarnation,
     /// so a deleted and re-created topic never sees the old data.
     pub fn dir(&self) -> PathBuf {
-        Path::new("topics").join(format!("{}.{}", self.name, self.id.simple()))
+        // File names are limited to 255 bytes and topic names may have 249:
+        // keep a readable prefix; the id makes it unique.
+        let prefix: String = self.name.chars().take(TOPIC_DIR_PREFIX_MAX).collect();
+        Path::new("topics").join(format!("{prefix}.{}", self.id.simple()))
     }
 
     pub fn partition_dir(&self, partition: i32) -> PathBuf {

@@ -149,6 +149,9 @@ impl Broker {
     fn offset_for(&self, partition: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, ResponseError> {
         let guard = partition.lock();
         let log = guard.as_ref().map_err(|_| KafkaStorageError)?;
+        if log.offline().is_some() {
+            return Err(KafkaStorageError);
+        }
         let hw = log.high_watermark();
         let storage = |e| {
             tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "offset lookup failed");

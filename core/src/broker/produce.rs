@@ -156,6 +156,9 @@ impl Broker {
 
         let mut guard = partition.lock();
         let log = guard.as_mut().map_err(|why| reject(KafkaStorageError, why.clone()))?;
+        if let Some(why) = log.offline() {
+            return Err(reject(KafkaStorageError, why.to_string()));
+        }
         if let Some((h, _, _)) = batches.first().filter(|(h, _, _)| h.has_producer_id()) {
             match log.producers.check(h) {
                 Ok(SequenceCheck::Append) => {}
@@ -171,16 +174,11 @@ impl Broker {
         if self.rng.buggify(0.02) {
             log.roll_now(now).map_err(|e| reject(KafkaStorageError, e.to_string()))?;
         }
-        let mut first = None;
-        let mut last = 0;
-        for (_, start, end) in batches {
-            let appended = log.append(records[start..end].to_vec(), LEADER_EPOCH, now).map_err(|e| {
-                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
-                reject(KafkaStorageError, e.to_string())
-            })?;
-            first.get_or_insert(appended.base_offset);
-            last = appended.last_offset;
-        }
-        Ok((first.expect("at least one batch"), last, log.log_start_offset(), true))
+        let batches = batches.iter().map(|(_, start, end)| records[*start..*end].to_vec()).collect();
+        let appended = log.append_batches(batches, LEADER_EPOCH, now).map_err(|e| {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
+            reject(KafkaStorageError, e.to_string())
+        })?;
+        Ok((appended.base_offset, appended.last_offset, log.log_start_offset(), true))
     }
 }

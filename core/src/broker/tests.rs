@@ -308,3 +308,18 @@ fn responses_encode_at_every_supported_version() {
     }
 }
 
+
+#[test]
+fn the_longest_legal_topic_name_works_on_a_real_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk: Arc<dyn crate::disk::Disk> = Arc::new(crate::disk::FsDisk::new(dir.path()).unwrap());
+    let b = Broker::open(BrokerConfig::default(), disk.clone(), Arc::new(ManualClock::new(1)), Arc::new(Rng::seeded(1))).unwrap();
+    let long = "t".repeat(249);
+    assert_eq!(create(&b, &long, 2, &[]), 0);
+    assert_eq!(produce(&b, &long, 1, batch(3, 1, None, Compression::None), -1).0, 0);
+    b.flush();
+    assert_eq!(fetch(&b, &long, 1, 0).1, 3);
+    drop(b);
+    let b = Broker::open(BrokerConfig::default(), disk, Arc::new(ManualClock::new(1)), Arc::new(Rng::seeded(1))).unwrap();
+    assert_eq!(fetch(&b, &long, 1, 0).1, 3);
+}

@@ -180,10 +180,16 @@ impl SimDisk {
             let fresh = FileData { current: content.clone(), durable: content, unsynced: Vec::new() };
             files.insert(path, Arc::new(Mutex::new(fresh)));
         }
-        let mut dirs = st.durable_dirs.clone();
-        for path in files.keys() {
-            dirs.extend(path.ancestors().skip(1).map(Path::to_path_buf));
-        }
+        // A directory survives only if its entry, and its parent's, and so on
+        // up to the root, were synced; a file only if its directory survives.
+        let dirs: BTreeSet<PathBuf> = st
+            .durable_dirs
+            .iter()
+            .filter(|d| d.ancestors().skip(1).all(|a| a.as_os_str().is_empty() || st.durable_dirs.contains(a)))
+            .cloned()
+            .chain(std::iter::once(PathBuf::new()))
+            .collect();
+        files.retain(|path, _| path.parent().is_none_or(|p| dirs.contains(p)));
         st.durable_files = files.clone();
         st.files = files;
         st.durable_dirs = dirs.clone();
@@ -375,12 +381,11 @@ impl Disk for SimDisk {
         let current: Vec<(PathBuf, Node)> =
             st.files.iter().filter(|(p, _)| in_dir(p)).map(|(p, n)| (p.clone(), n.clone())).collect();
         st.durable_files.extend(current);
-        // Syncing a directory also makes it, and its subdirectories' entries
-        // in it, durable; its ancestors must have been synced before.
+        // The subdirectory entries in `dir` become durable too; `dir`'s own
+        // entry is durable only once its parent is synced.
         st.durable_dirs.retain(|p| !(in_dir(p)));
         let dirs: Vec<PathBuf> = st.dirs.iter().filter(|p| in_dir(p)).cloned().collect();
         st.durable_dirs.extend(dirs);
-        st.durable_dirs.insert(dir.to_path_buf());
         Ok(())
     }
 }

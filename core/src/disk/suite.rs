@@ -154,6 +154,30 @@ fn unsynced_directory_entries_vanish() {
 }
 
 #[test]
+fn a_directory_needs_its_whole_chain_synced() {
+    let disk = SimDisk::new(8);
+    disk.create_dir_all(p("a/b")).unwrap();
+    let f = disk.open(p("a/b/f"), true).unwrap();
+    f.write_at(0, b"x").unwrap();
+    f.sync().unwrap();
+    disk.sync_dir(p("a/b")).unwrap();
+    disk.sync_dir(p("a")).unwrap();
+    disk.crash();
+    assert!(!disk.exists(p("a")), "the root never recorded 'a'");
+    assert!(!disk.exists(p("a/b/f")));
+
+    disk.create_dir_all(p("a/b")).unwrap();
+    let f = disk.open(p("a/b/f"), true).unwrap();
+    f.write_at(0, b"x").unwrap();
+    f.sync().unwrap();
+    for d in ["a/b", "a", ""] {
+        disk.sync_dir(p(d)).unwrap();
+    }
+    disk.crash();
+    assert_eq!(contents(&disk, "a/b/f").unwrap(), b"x");
+}
+
+#[test]
 fn injected_errors_change_nothing() {
     let disk = SimDisk::new(4);
     let f = disk.open(p("f"), true).unwrap();

@@ -117,9 +117,13 @@ fn parse_name(name: &str, suffix: &str) -> Option<i64> {
 impl PartitionLog {
     /// Opens (recovering) or creates the log in `dir`.
     pub fn open(disk: Arc<dyn Disk>, dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
-        disk.create_dir_all(dir).map_err(io_err(dir))?;
-        if let Some(parent) = dir.parent() {
-            disk.sync_dir(parent).map_err(io_err(parent))?;
+        if !disk.exists(dir) {
+            // Make the whole chain of new directory entries durable, or a
+            // crash could take the directory (and later its data) away.
+            disk.create_dir_all(dir).map_err(io_err(dir))?;
+            for ancestor in dir.ancestors().skip(1) {
+                disk.sync_dir(ancestor).map_err(io_err(ancestor))?;
+            }
         }
         let names = disk.list(dir).map_err(io_err(dir))?;
         for name in &names {
@@ -271,31 +275,44 @@ impl PartitionLog {
 
     /// Appends one validated batch (CRC checked by the caller), stamping its
     /// base offset and leader epoch. Not durable until [`Self::flush`].
-    pub fn append(&mut self, mut batch: Vec<u8>, leader_epoch: i32, now_ms: i64) -> Result<Appended, LogError> {
+    pub fn append(&mut self, batch: Vec<u8>, leader_epoch: i32, now_ms: i64) -> Result<Appended, LogError> {
+        self.append_batches(vec![batch], leader_epoch, now_ms)
+    }
+
+    /// Appends validated batches with consecutive offsets in one write: all
+    /// of them or, on an I/O error, none.
+    pub fn append_batches(&mut self, mut batches: Vec<Vec<u8>>, leader_epoch: i32, now_ms: i64) -> Result<Appended, LogError> {
         self.ensure_online()?;
-        let len = batch.len() as u64;
-        if self.should_roll(len, now_ms) {
+        assert!(!batches.is_empty(), "append of no batches");
+        let mut headers = Vec::with_capacity(batches.len());
+        let mut next = self.log_end_offset();
+        let base_offset = next;
+        for b in &mut batches {
+            batch::stamp(b, next, leader_epoch);
+            let h = BatchHeader::parse(b).expect("batch was validated before append");
+            next = h.last_offset() + 1;
+            headers.push((h, b.len() as u64));
+        }
+        let total: u64 = headers.iter().map(|(_, len)| len).sum();
+        if self.should_roll(total, next - 1 - base_offset, now_ms) {
             self.roll(now_ms).map_err(|e| self.go_offline(e))?;
         }
-        let base_offset = self.log_end_offset();
-        batch::stamp(&mut batch, base_offset, leader_epoch);
-        let header = BatchHeader::parse(&batch).expect("batch was validated before append");
+        let bytes = if batches.len() == 1 { batches.pop().expect("one batch") } else { batches.concat() };
         let seg = self.segments.last_mut().expect("active segment");
         let position = seg.size;
-        if let Err(source) = seg.file.write_at(position, &batch) {
+        if let Err(source) = seg.file.write_at(position, &bytes) {
             let e = LogError::Io { path: seg.path().display().to_string(), source };
-            // A failed write may have left part of the batch behind: cut it
+            // A failed write may have left part of the data behind: cut it
             // off so the next append does not land after garbage.
-            let _ = seg.file.truncate(position);
-            return Err(if matches!(e, LogError::Io { ref source, .. } if source.kind() == io::ErrorKind::StorageFull) {
-                e
-            } else {
-                self.go_offline(e)
-            });
+            let cut = seg.file.truncate(position);
+            let full = matches!(e, LogError::Io { ref source, .. } if source.kind() == io::ErrorKind::StorageFull);
+            return Err(if full && cut.is_ok() { e } else { self.go_offline(e) });
         }
-        seg.note_append(&header, len);
-        self.producers.record(&header);
-        Ok(Appended { base_offset, last_offset: header.last_offset() })
+        for (h, len) in &headers {
+            seg.note_append(h, *len);
+            self.producers.record(h);
+        }
+        Ok(Appended { base_offset, last_offset: next - 1 })
     }
 
     /// Seals the active segment now, if it has data (the simulator's
@@ -308,11 +325,14 @@ impl PartitionLog {
         self.roll(now_ms).map_err(|e| self.go_offline(e))
     }
 
-    fn should_roll(&self, incoming: u64, now_ms: i64) -> bool {
+    fn should_roll(&self, incoming: u64, last_offset_delta: i64, now_ms: i64) -> bool {
         let seg = self.active();
+        // Relative offsets in the indexes are 32-bit; Kafka rolls at i32::MAX too.
+        let relative_last = self.log_end_offset() + last_offset_delta - seg.base_offset;
         seg.size > 0
             && (seg.size + incoming > self.config.segment_bytes.min(i32::MAX as u64)
-                || now_ms - seg.created_ms >= self.config.segment_ms)
+                || now_ms - seg.created_ms >= self.config.segment_ms
+                || relative_last > i32::MAX as i64)
     }
 
     /// Seals the active segment (sync, write its indexes, snapshot producer
