@@ -34,6 +34,10 @@ if ! "${PIP[@]}"; then
 fi
 python3 -c 'import confluent_kafka, kafka, pytest; print("confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__, "pytest", pytest.__version__)'
 
+step "Java client test harness (Maven Central: kafka-clients)"
+(cd tests/java && mvn -q -B package dependency:build-classpath -Dmdep.outputFile=target/classpath.txt)
+export CHRONIK_E2E_REQUIRE_JAVA=1
+
 step "cargo build --release -p chronik-server"
 cargo build --release -p chronik-server
 

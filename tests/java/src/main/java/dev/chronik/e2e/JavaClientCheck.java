@@ -1,0 +1,129 @@
+package dev.chronik.e2e;
+
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.*;
+import java.util.concurrent.ExecutionException;
+
+import org.apache.kafka.clients.admin.*;
+import org.apache.kafka.clients.consumer.*;
+import org.apache.kafka.clients.producer.*;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.InvalidTopicException;
+import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.header.internals.RecordHeader;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+
+/**
+ * The Java client with its defaults (idempotence on, acks=all) against a
+ * running broker: admin, every codec, every acknowledged record read back
+ * byte-identical at its offset. Exits non-zero on the first mismatch.
+ * Usage: JavaClientCheck BOOTSTRAP
+ */
+public final class JavaClientCheck {
+    static final int PARTITIONS = 3;
+    static final int PER_CODEC = 20_000;
+
+    static void check(boolean ok, String what) {
+        if (!ok) throw new AssertionError(what);
+        System.out.println("ok: " + what);
+    }
+
+    public static void main(String[] args) throws Exception {
+        String bootstrap = args[0];
+        String topic = "java-e2e";
+        Properties base = new Properties();
+        base.put("bootstrap.servers", bootstrap);
+
+        try (Admin admin = Admin.create(base)) {
+            admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get();
+            try {
+                admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+                check(false, "creating an existing topic fails");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof TopicExistsException, "creating an existing topic: TopicExistsException");
+            }
+            try {
+                admin.createTopics(List.of(new NewTopic("bad/name", 1, (short) 1))).all().get();
+                check(false, "an invalid topic name fails");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof InvalidTopicException, "invalid topic name: InvalidTopicException");
+            }
+            DescribeClusterResult cluster = admin.describeCluster();
+            check(cluster.nodes().get().size() == 1 && cluster.clusterId().get() != null, "describeCluster: one node and a cluster id");
+            TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+            check(d.partitions().size() == PARTITIONS && d.partitions().get(0).isr().size() == 1, "describeTopics: partitions, leader, ISR");
+            Config c = admin.describeConfigs(List.of(new ConfigResource(ConfigResource.Type.TOPIC, topic))).all().get().values().iterator().next();
+            check(c.get("retention.ms") != null && c.get("cleanup.policy").value().equals("delete"), "describeConfigs on a topic");
+            Config b = admin.describeConfigs(List.of(new ConfigResource(ConfigResource.Type.BROKER, "1"))).all().get().values().iterator().next();
+            check(b.get("message.max.bytes") != null, "describeConfigs on the broker");
+        }
+
+        // Produce with each codec, client defaults otherwise (idempotent, acks=all).
+        Map<String, long[]> acked = new HashMap<>(); // value -> {partition, offset}
+        for (String codec : List.of("none", "gzip", "snappy", "lz4", "zstd")) {
+            Properties p = (Properties) base.clone();
+            p.put("compression.type", codec);
+            p.put("key.serializer", ByteArraySerializer.class.getName());
+            p.put("value.serializer", ByteArraySerializer.class.getName());
+            try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+                List<String> values = new ArrayList<>();
+                List<java.util.concurrent.Future<RecordMetadata>> futures = new ArrayList<>();
+                for (int i = 0; i < PER_CODEC; i++) {
+                    String v = codec + "-" + i + "-" + "x".repeat(i % 50);
+                    ProducerRecord<byte[], byte[]> r = new ProducerRecord<>(topic, i % PARTITIONS, ("k" + i).getBytes(StandardCharsets.UTF_8), v.getBytes(StandardCharsets.UTF_8));
+                    r.headers().add(new RecordHeader("codec", codec.getBytes(StandardCharsets.UTF_8)));
+                    values.add(v);
+                    futures.add(producer.send(r));
+                }
+                producer.flush();
+                for (int i = 0; i < futures.size(); i++) {
+                    RecordMetadata m = futures.get(i).get();
+                    acked.put(values.get(i), new long[] {m.partition(), m.offset()});
+                }
+            }
+        }
+        check(acked.size() == 5 * PER_CODEC, "every record acknowledged with idempotence and acks=all, all five codecs");
+
+        Properties cp = (Properties) base.clone();
+        cp.put("key.deserializer", ByteArrayDeserializer.class.getName());
+        cp.put("value.deserializer", ByteArrayDeserializer.class.getName());
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(cp)) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (int i = 0; i < PARTITIONS; i++) tps.add(new TopicPartition(topic, i));
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            Map<String, long[]> seen = new HashMap<>();
+            long deadline = System.currentTimeMillis() + 60_000;
+            while (seen.size() < acked.size() && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(500))) {
+                    String v = new String(r.value(), StandardCharsets.UTF_8);
+                    if (seen.put(v, new long[] {r.partition(), r.offset()}) != null) check(false, "value read twice: " + v);
+                    String codec = new String(r.headers().lastHeader("codec").value(), StandardCharsets.UTF_8);
+                    if (!v.startsWith(codec + "-")) check(false, "header does not match value " + v);
+                }
+            }
+            check(seen.size() == acked.size(), "every acknowledged record read back exactly once (" + seen.size() + ")");
+            for (Map.Entry<String, long[]> e : acked.entrySet()) {
+                long[] at = seen.get(e.getKey());
+                if (at == null || at[0] != e.getValue()[0] || at[1] != e.getValue()[1]) check(false, "record " + e.getKey() + " not at its acknowledged offset");
+            }
+            check(true, "every record at its acknowledged partition and offset");
+            Map<TopicPartition, Long> ends = consumer.endOffsets(tps);
+            long total = ends.values().stream().mapToLong(Long::longValue).sum();
+            check(total == acked.size(), "end offsets add up to the records written");
+            OffsetAndTimestamp t = consumer.offsetsForTimes(Map.of(tps.get(0), 0L)).get(tps.get(0));
+            check(t != null && t.offset() == 0, "offsetsForTimes(0) is the first offset");
+        }
+
+        try (Admin admin = Admin.create(base)) {
+            admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(PARTITIONS + 1))).all().get();
+            check(admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size() == PARTITIONS + 1, "createPartitions");
+            admin.deleteTopics(List.of(topic)).all().get();
+            check(!admin.listTopics().names().get().contains(topic), "deleteTopics");
+        }
+        System.out.println("java client check passed");
+    }
+}
