@@ -172,14 +172,14 @@ async fn world(opts: Options) -> Outcome {
     // Producers and a consumer on the client node.
     let stop_producing = Arc::new(AtomicBool::new(false));
     let stop_consuming = Arc::new(AtomicBool::new(false));
+    let rotted: Shared<Vec<Partition>> = Arc::default();
     let producers: Vec<_> = (0..PRODUCERS)
-        .map(|id| client.spawn(producer(id, history.clone(), stop_producing.clone())))
+        .map(|id| client.spawn(producer(id, history.clone(), stop_producing.clone(), rotted.clone())))
         .collect();
     let consumer = client.spawn(consumer(history.clone(), stop_consuming.clone()));
 
     // Safety phase: faults.
     let safety_end = tokio::time::Instant::now() + opts.safety;
-    let mut rotted: Vec<Partition> = Vec::new();
     while tokio::time::Instant::now() < safety_end {
         let (pause, choice) = {
             let mut r = thread_rng();
@@ -257,6 +257,7 @@ async fn world(opts: Options) -> Outcome {
                 if let Some((p, file, at)) = rot_target(&disk) {
                     let bit = thread_rng().gen_range(0..8);
                     let _ = disk.flip_bit(Path::new(&file), at, bit);
+                    let mut rotted = rotted.lock().unwrap();
                     if !rotted.contains(&p) {
                         rotted.push(p);
                     }
@@ -294,6 +295,7 @@ async fn world(opts: Options) -> Outcome {
     let _ = tokio::time::timeout(left, consumer).await;
 
     let left = liveness_end.saturating_duration_since(tokio::time::Instant::now());
+    let rotted = rotted.lock().unwrap().clone();
     let finals = tokio::time::timeout(left.max(Duration::from_secs(1)), client.spawn(final_read(rotted.clone()))).await;
     let mut history = std::mem::take(&mut *history.lock().unwrap());
     history.rotted = rotted;
@@ -322,7 +324,7 @@ fn rot_target(disk: &SimDisk) -> Option<(Partition, String, u64)> {
 
 /// An idempotent producer: one batch in flight, retried with the same
 /// sequence until the broker answers it definitively.
-async fn producer(id: u32, history: Shared<History>, stop: Arc<AtomicBool>) {
+async fn producer(id: u32, history: Shared<History>, stop: Arc<AtomicBool>, rotted: Shared<Vec<Partition>>) {
     let mut n: u64 = 0;
     'session: loop {
         if stop.load(Ordering::SeqCst) {
@@ -390,6 +392,12 @@ async fn producer(id: u32, history: Shared<History>, stop: Arc<AtomicBool>) {
                 let retriable = [ResponseError::KafkaStorageError, ResponseError::RequestTimedOut, ResponseError::UnknownTopicOrPartition, ResponseError::NotEnoughReplicas]
                     .iter()
                     .any(|e| e.code() == code);
+                if retriable && stop.load(Ordering::SeqCst) && rotted.lock().unwrap().contains(&partition) {
+                    // A partition whose synced data rotted stays offline (it
+                    // refuses to drop acknowledged records): nothing to wait for.
+                    history.lock().unwrap().push(Event::Note(format!("producer {id}: gave up on rotted partition {partition}")));
+                    return;
+                }
                 if !retriable || attempts > 1000 {
                     history.lock().unwrap().push(Event::Note(format!("producer {id}: batch {values:?} refused with error {code}; new producer session")));
                     continue 'session;

@@ -230,6 +230,7 @@ impl Broker {
                 match result {
                     Ok(()) => {
                         log.flushed(offset);
+                        log.checkpoint_if_due(self.clock.now_ms());
                         advanced = true;
                     }
                     Err(e) => {
@@ -264,7 +265,7 @@ impl Broker {
         for p in self.all_partitions() {
             let mut guard = p.lock();
             if let Ok(log) = &mut *guard {
-                if let Err(e) = log.flush() {
+                if let Err(e) = log.flush(self.clock.now_ms()) {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
                 }
             }

@@ -31,6 +31,11 @@ use crate::producer::ProducerStates;
 pub use segment::Segment;
 
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
+/// The recovery point: an offset below which the log is known to be synced.
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// How often the flusher refreshes the recovery point (it is also written at
+/// every roll and at shutdown).
+pub const RECOVERY_POINT_INTERVAL_MS: i64 = 2000;
 const SNAPSHOTS_KEPT: usize = 2;
 
 /// Per-log settings (from topic configs and broker defaults).
@@ -92,6 +97,10 @@ pub struct PartitionLog {
     segments: Vec<Segment>,
     high_watermark: i64,
     pub producers: ProducerStates,
+    /// Everything below this offset was synced when it was last recorded:
+    /// recovery treats damage below it as corruption, not as a torn tail.
+    recovery_point: i64,
+    recovery_point_written_ms: i64,
     /// Set after a failed write or sync; the log then refuses everything
     /// until the broker restarts and recovers it (fsync failures leave the
     /// page cache in an unknown state).
@@ -106,6 +115,26 @@ impl std::fmt::Debug for PartitionLog {
             .field("log_end_offset", &self.log_end_offset())
             .field("high_watermark", &self.high_watermark)
             .finish()
+    }
+}
+
+/// The recorded recovery point, or 0 if there is none or it is damaged
+/// (then every invalid tail is treated as torn, as before it existed).
+fn read_recovery_point(disk: &dyn Disk, dir: &Path) -> i64 {
+    let path = dir.join(RECOVERY_POINT_FILE);
+    match disk::read_all(disk, &path) {
+        Ok(Some(b)) if b.len() == 12 && crc32c::crc32c(&b[..8]).to_be_bytes() == b[8..12] => {
+            i64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+        }
+        Ok(None) => 0,
+        Ok(Some(_)) => {
+            tracing::warn!(file = %path.display(), "ignoring a damaged recovery point");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the recovery point");
+            0
+        }
     }
 }
 
@@ -143,6 +172,8 @@ impl PartitionLog {
             segments: Vec::new(),
             high_watermark: 0,
             producers: ProducerStates::default(),
+            recovery_point: 0,
+            recovery_point_written_ms: now_ms,
             offline: None,
         };
         if bases.is_empty() {
@@ -151,6 +182,7 @@ impl PartitionLog {
             return Ok(log);
         }
 
+        let recovery_point = read_recovery_point(&*disk, dir);
         // Producer state: the newest snapshot at or before the active segment.
         let active_base = *bases.last().expect("non-empty");
         let mut replay_from = bases[0];
@@ -184,6 +216,9 @@ impl PartitionLog {
             if let Some(reason) = end.invalid {
                 if is_active && crate::planted::active(crate::planted::Bug::TruncateTornTailOff) {
                     seg.size = disk.open(seg.path(), false).and_then(|f| f.len()).map_err(io_err(dir))?;
+                } else if is_active && seg.next_offset < recovery_point {
+                    // Damage below what was synced: bit rot, not a torn write.
+                    return Err(LogError::Corrupt { path: seg.path().display().to_string(), position: end.valid_len, reason });
                 } else if is_active {
                     tracing::warn!(
                         segment = %seg.path().display(),
@@ -207,9 +242,17 @@ impl PartitionLog {
             }
             log.segments.push(seg);
         }
+        if log.log_end_offset() < recovery_point {
+            return Err(LogError::Corrupt {
+                path: log.active().path().display().to_string(),
+                position: log.active().size,
+                reason: BatchError::Truncated { needed: (recovery_point - log.log_end_offset()) as usize, have: 0 },
+            });
+        }
         // Everything that survived recovery is durable from here on.
         log.active().file.sync().map_err(io_err(dir))?;
         log.high_watermark = log.log_end_offset();
+        log.recovery_point = recovery_point;
         log.check_invariants();
         Ok(log)
     }
@@ -344,6 +387,7 @@ impl PartitionLog {
         seg.write_indexes(&*self.disk, &dir).map_err(io_err(&dir))?;
         let base = self.log_end_offset();
         self.high_watermark = base;
+        self.write_recovery_point(now_ms)?;
         let snapshot = serde_json::to_vec(&self.producers).expect("producer state serializes");
         let path = dir.join(segment::file_name(base, SNAPSHOT_SUFFIX));
         disk::write_atomic(&*self.disk, &path, &snapshot).map_err(io_err(&path))?;
@@ -390,14 +434,41 @@ impl PartitionLog {
         self.go_offline(e)
     }
 
-    /// Syncs everything now (graceful shutdown, tests).
-    pub fn flush(&mut self) -> Result<(), LogError> {
+    /// Syncs everything now and records the recovery point (graceful
+    /// shutdown, tests).
+    pub fn flush(&mut self, now_ms: i64) -> Result<(), LogError> {
         if let Some((file, leo)) = self.flush_target() {
             if let Err(e) = file.sync() {
                 return Err(self.flush_failed(e));
             }
             self.flushed(leo);
         }
+        self.write_recovery_point(now_ms)
+    }
+
+    /// Records the HW as the recovery point if the last one is older than
+    /// [`RECOVERY_POINT_INTERVAL_MS`]. A failure is logged, not fatal: the
+    /// older recovery point stays valid.
+    pub fn checkpoint_if_due(&mut self, now_ms: i64) {
+        if now_ms - self.recovery_point_written_ms >= RECOVERY_POINT_INTERVAL_MS || now_ms < self.recovery_point_written_ms {
+            if let Err(e) = self.write_recovery_point(now_ms) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not record the recovery point");
+            }
+        }
+    }
+
+    /// Durably records the HW (which is synced) as the recovery point.
+    fn write_recovery_point(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.recovery_point_written_ms = now_ms;
+        if self.high_watermark <= self.recovery_point {
+            return Ok(());
+        }
+        let offset = self.high_watermark;
+        let mut bytes = offset.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&offset.to_be_bytes()).to_be_bytes());
+        let path = self.dir.join(RECOVERY_POINT_FILE);
+        disk::write_atomic(&*self.disk, &path, &bytes).map_err(io_err(&path))?;
+        self.recovery_point = offset;
         Ok(())
     }
 

@@ -35,7 +35,7 @@ fn append_read_and_roll() {
     assert!(log.segments.len() > 3, "small segments must roll");
     assert_eq!(log.log_end_offset(), 150);
     assert!(log.high_watermark() < 150);
-    log.flush().unwrap();
+    log.flush(0).unwrap();
     assert_eq!(log.high_watermark(), 150);
     // Reading from the middle of a batch returns that whole batch.
     let r = log.read(31, 1 << 20, true, log.high_watermark()).unwrap();
@@ -61,7 +61,7 @@ fn restart_rebuilds_indexes_and_keeps_data() {
     for i in 0..40 {
         log.append(simple(2, 10 * i), 0, 0).unwrap();
     }
-    log.flush().unwrap();
+    log.flush(0).unwrap();
     drop(log);
     // Remove one sealed segment's indexes: they must be rebuilt.
     let names = disk.list(Path::new("t-0")).unwrap();
@@ -80,7 +80,7 @@ fn torn_tail_is_truncated() {
     let disk = SimDisk::new(3);
     let mut log = open(&disk, LogConfig::default());
     log.append(simple(5, 1), 0, 0).unwrap();
-    log.flush().unwrap();
+    log.flush(0).unwrap();
     log.append(simple(5, 2), 0, 0).unwrap();
     let seg_path = log.active().path().to_path_buf();
     let len = log.active().size;
@@ -94,19 +94,33 @@ fn torn_tail_is_truncated() {
 }
 
 #[test]
-fn bit_rot_in_the_tail_is_truncated_and_in_a_read_is_reported() {
+fn bit_rot_below_the_recovery_point_is_corruption_and_above_it_a_torn_tail() {
     let disk = SimDisk::new(4);
     let mut log = open(&disk, LogConfig::default());
     log.append(simple(5, 1), 0, 0).unwrap();
     log.append(simple(5, 2), 0, 0).unwrap();
-    log.flush().unwrap();
+    log.flush(0).unwrap(); // synced, and the recovery point records it
     let seg_path = log.active().path().to_path_buf();
     let first_len = offsets_len(&log);
     disk.flip_bit(&seg_path, first_len + 70, 1).unwrap();
-    assert!(matches!(log.read(5, 1 << 20, true, 10), Err(LogError::Corrupt { .. })));
+    assert!(matches!(log.read(5, 1 << 20, true, 10), Err(LogError::Corrupt { .. })), "reads check the CRC");
     drop(log);
+    // Synced data is damaged: the partition must not silently lose it.
+    let err = PartitionLog::open(Arc::new(disk.clone()), Path::new("t-0"), LogConfig::default(), 0).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+
+    // Damage above the recovery point (never synced) is a torn tail.
+    let disk = SimDisk::new(5);
+    let mut log = open(&disk, LogConfig::default());
+    log.append(simple(5, 1), 0, 0).unwrap();
+    log.flush(0).unwrap();
+    log.append(simple(5, 2), 0, 0).unwrap();
+    let seg_path = log.active().path().to_path_buf();
+    let first_len = offsets_len(&log);
+    drop(log);
+    disk.flip_bit(&seg_path, first_len + 70, 1).unwrap();
     let log = open(&disk, LogConfig::default());
-    assert_eq!(log.log_end_offset(), 5, "the corrupt batch and what follows is cut");
+    assert_eq!(log.log_end_offset(), 5, "the corrupt unsynced batch is cut");
 }
 
 fn offsets_len(log: &PartitionLog) -> u64 {
@@ -123,7 +137,7 @@ fn retention_by_size_and_time() {
     for i in 0..60 {
         log.append(simple(2, 1000 + i), 0, 0).unwrap();
     }
-    log.flush().unwrap();
+    log.flush(0).unwrap();
     let before = log.segments.len();
     assert!(log.enforce_retention(0).unwrap() > 0);
     assert!(log.segments.len() < before);
@@ -149,7 +163,7 @@ fn timestamps_find_records() {
     for i in 0..30 {
         log.append(make_batch(4, 1000 + 10 * i, None, Compression::Lz4), 0, 0).unwrap();
     }
-    log.flush().unwrap();
+    log.flush(0).unwrap();
     let hw = log.high_watermark();
     assert_eq!(log.offset_for_timestamp(0, hw).unwrap(), Some((0, 1000)));
     assert_eq!(log.offset_for_timestamp(1012, hw).unwrap(), Some((6, 1012)));
@@ -165,7 +179,7 @@ fn producer_state_survives_restart() {
     for i in 0..30 {
         log.append(make_batch(2, i, Some((9, 0, i as i32 * 2)), Compression::None), 0, 0).unwrap();
     }
-    log.flush().unwrap();
+    log.flush(0).unwrap();
     let before = log.producers.clone();
     drop(log);
     let log = open(&disk, small_config());
@@ -220,7 +234,7 @@ proptest! {
                     model.push(stamped);
                 }
                 Op::Flush => {
-                    log.flush().unwrap();
+                    log.flush(0).unwrap();
                     prop_assert_eq!(log.high_watermark(), log.log_end_offset());
                 }
                 Op::Read { at, max } => {
@@ -249,7 +263,7 @@ proptest! {
                     prop_assert_eq!(leo, model_leo, "recovered LEO is not at a batch boundary of what was written");
                 }
                 Op::Restart => {
-                    log.flush().unwrap();
+                    log.flush(0).unwrap();
                     let leo = log.log_end_offset();
                     drop(log);
                     log = open(&disk, config.clone());
@@ -259,7 +273,7 @@ proptest! {
             log.check_invariants();
         }
         // Finally everything durable reads back byte for byte.
-        log.flush().unwrap();
+        log.flush(0).unwrap();
         let all = log.read(0, usize::MAX >> 1, true, log.high_watermark()).unwrap();
         let everything: Vec<u8> = model.iter().flatten().copied().collect();
         prop_assert_eq!(all.bytes, everything);
