@@ -178,6 +178,57 @@ pub fn stamp(batch: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
     batch[12..16].copy_from_slice(&partition_leader_epoch.to_be_bytes());
 }
 
+/// How [`encode`] writes a batch, as a producer would.
+#[derive(Debug, Clone, Copy)]
+pub struct Producer {
+    /// -1 for a non-idempotent producer.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The first record's sequence (-1 without idempotence).
+    pub base_sequence: i32,
+    pub compression: kafka_protocol::records::Compression,
+    /// The first record's timestamp; record `i` gets `timestamp + i`.
+    pub timestamp: i64,
+}
+
+impl Producer {
+    /// A plain (non-idempotent) producer.
+    pub fn plain(compression: kafka_protocol::records::Compression, timestamp: i64) -> Producer {
+        Producer { producer_id: NO_PRODUCER_ID, producer_epoch: -1, base_sequence: NO_SEQUENCE, compression, timestamp }
+    }
+}
+
+/// One RecordBatch v2 holding `(key, value)` records, encoded with the
+/// kafka-protocol encoder: for tests, tools and the simulator's clients.
+pub fn encode(records: &[(Option<bytes::Bytes>, Option<bytes::Bytes>)], producer: &Producer) -> bytes::Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: producer.producer_id,
+            producer_epoch: producer.producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch whenever `offset - sequence`
+            // changes, so the sequence must advance with the offset.
+            sequence: producer.base_sequence + i as i32,
+            timestamp: producer.timestamp + i as i64,
+            key: key.clone(),
+            value: value.clone(),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression: producer.compression })
+        .expect("encoding records into memory cannot fail");
+    buf.freeze()
+}
+
 /// Splits a buffer of concatenated batches, checking each header and its
 /// length; yields `(header, start, end)`. Stops at the first error.
 pub struct Batches<'a> {
@@ -224,34 +275,13 @@ impl Iterator for Batches<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::Compression;
 
-    /// Encodes `n` small records into one batch with the kafka-protocol encoder.
+    /// `n` small records in one batch from producer 7, sequences from 0.
     pub fn encode_batch(n: i32, compression: Compression) -> Vec<u8> {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: 7,
-                producer_epoch: 0,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i,
-                timestamp: 1_000 + i as i64,
-                key: Some(format!("k{i}").into()),
-                value: Some(format!("value {i}").into()),
-                headers: Default::default(),
-                delete_horizon: false,
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let opts = RecordEncodeOptions { version: 2, compression };
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).unwrap();
-        buf.to_vec()
+        let records: Vec<_> = (0..n).map(|i| (Some(format!("k{i}").into()), Some(format!("value {i}").into()))).collect();
+        let producer = Producer { producer_id: 7, producer_epoch: 0, base_sequence: 0, compression, timestamp: 1_000 };
+        encode(&records, &producer).to_vec()
     }
 
     #[test]

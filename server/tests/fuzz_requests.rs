@@ -17,7 +17,8 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use chronik_proto::batch::Producer;
+use kafka_protocol::records::Compression;
 use proptest::prelude::*;
 
 // As in the binary: the codec pre-sizes arrays from untrusted counts.
@@ -35,26 +36,9 @@ fn broker() -> Broker {
 }
 
 fn records(compression: Compression) -> Bytes {
-    let rs: Vec<Record> = (0..4)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: 5,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32,
-            timestamp: 10 + i,
-            key: Some(Bytes::from_static(b"k")),
-            value: Some(Bytes::from(vec![b'v'; 20])),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, rs.iter(), &RecordEncodeOptions { version: 2, compression }).unwrap();
-    buf.freeze()
+    let rs: Vec<_> = (0..4).map(|_| (Some(Bytes::from_static(b"k")), Some(Bytes::from(vec![b'v'; 20])))).collect();
+    let producer = Producer { producer_id: 5, producer_epoch: 0, base_sequence: 0, compression, timestamp: 10 };
+    chronik_proto::batch::encode(&rs, &producer)
 }
 
 /// Valid frames of several APIs, without their length prefix.

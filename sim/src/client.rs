@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chronik_proto::frame;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use chronik_proto::batch::Producer;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -61,28 +62,8 @@ impl Conn {
 
 /// One idempotent batch holding `values`.
 pub fn batch(values: &[String], producer_id: i64, producer_epoch: i16, base_sequence: i32, compression: Compression, timestamp: i64) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: base_sequence + i as i32,
-            timestamp,
-            key: None,
-            value: Some(Bytes::from(v.clone().into_bytes())),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression }).expect("encode batch");
-    buf.freeze()
+    let records: Vec<_> = values.iter().map(|v| (None, Some(Bytes::from(v.clone().into_bytes())))).collect();
+    chronik_proto::batch::encode(&records, &Producer { producer_id, producer_epoch, base_sequence, compression, timestamp })
 }
 
 /// (offset, value) of every record at or after `from` in fetched bytes.
