@@ -218,7 +218,7 @@ impl PartitionLog {
                     seg.size = disk.open(seg.path(), false).and_then(|f| f.len()).map_err(io_err(dir))?;
                 } else if is_active && seg.next_offset < recovery_point {
                     // Damage below what was synced: bit rot, not a torn write.
-                    return Err(LogError::Corrupt { path: seg.path().display().to_string(), position: end.valid_len, reason });
+                    return Err(seg.corrupt(end.valid_len, reason));
                 } else if is_active {
                     tracing::warn!(
                         segment = %seg.path().display(),
@@ -228,26 +228,19 @@ impl PartitionLog {
                     );
                     seg.truncate_file(end.valid_len).map_err(io_err(seg.path()))?;
                 } else {
-                    return Err(LogError::Corrupt { path: seg.path().display().to_string(), position: end.valid_len, reason });
+                    return Err(seg.corrupt(end.valid_len, reason));
                 }
             }
             if let Some(prev) = log.segments.last() {
                 if prev.next_offset != seg.base_offset {
-                    return Err(LogError::Corrupt {
-                        path: seg.path().display().to_string(),
-                        position: 0,
-                        reason: BatchError::BadLength(-1),
-                    });
+                    return Err(seg.corrupt(0, BatchError::BadLength(-1)));
                 }
             }
             log.segments.push(seg);
         }
         if log.log_end_offset() < recovery_point {
-            return Err(LogError::Corrupt {
-                path: log.active().path().display().to_string(),
-                position: log.active().size,
-                reason: BatchError::Truncated { needed: (recovery_point - log.log_end_offset()) as usize, have: 0 },
-            });
+            let missing = BatchError::Truncated { needed: (recovery_point - log.log_end_offset()) as usize, have: 0 };
+            return Err(log.active().corrupt(log.active().size, missing));
         }
         // Everything that survived recovery is durable from here on.
         log.active().file.sync().map_err(io_err(dir))?;
@@ -493,13 +486,11 @@ impl PartitionLog {
         let mut pos = self.segments[i].position_for(offset);
         // Skip the batches wholly before `offset` in the first segment.
         let first = &self.segments[i];
-        loop {
-            match segment::read_header(&*first.file, pos, first.size).map_err(io_err(first.path()))? {
-                None => break,
-                Some(Err(reason)) => return Err(LogError::Corrupt { path: first.path().display().to_string(), position: pos, reason }),
-                Some(Ok(h)) if h.last_offset() < offset => pos += h.total_len() as u64,
-                Some(Ok(_)) => break,
+        while let Some(h) = first.header_at(pos)? {
+            if h.last_offset() >= offset {
+                break;
             }
+            pos += h.total_len() as u64;
         }
         // Then whole batches, segment after segment, until the budget, the
         // upper bound or the end of the log.
@@ -532,7 +523,7 @@ impl PartitionLog {
                     break;
                 }
                 if let Err(reason) = batch::validate(&bytes[keep..end]) {
-                    return Err(LogError::Corrupt { path: seg.path().display().to_string(), position: pos + keep as u64, reason });
+                    return Err(seg.corrupt(pos + keep as u64, reason));
                 }
                 keep = end;
             }
@@ -553,8 +544,7 @@ impl PartitionLog {
                 continue;
             }
             let mut pos = seg.position_for_timestamp(timestamp);
-            while let Some(h) = segment::read_header(&*seg.file, pos, seg.size).map_err(io_err(seg.path()))? {
-                let h = h.map_err(|reason| LogError::Corrupt { path: seg.path().display().to_string(), position: pos, reason })?;
+            while let Some(h) = seg.header_at(pos)? {
                 if h.base_offset >= upper {
                     break;
                 }
@@ -579,8 +569,7 @@ impl PartitionLog {
                 continue;
             }
             let mut pos = 0;
-            while let Some(h) = segment::read_header(&*seg.file, pos, seg.size).map_err(io_err(seg.path()))? {
-                let h = h.map_err(|reason| LogError::Corrupt { path: seg.path().display().to_string(), position: pos, reason })?;
+            while let Some(h) = seg.header_at(pos)? {
                 if h.base_offset >= upper {
                     break;
                 }
@@ -601,7 +590,7 @@ impl PartitionLog {
     fn records_of(&self, seg: &Segment, pos: u64, h: &BatchHeader) -> Result<Vec<(i64, i64)>, LogError> {
         let mut buf = vec![0u8; h.total_len()];
         seg.file.read_at(pos, &mut buf).map_err(io_err(seg.path()))?;
-        let corrupt = |reason| LogError::Corrupt { path: seg.path().display().to_string(), position: pos, reason };
+        let corrupt = |reason| seg.corrupt(pos, reason);
         batch::validate(&buf).map_err(corrupt)?;
         let mut bytes = bytes::Bytes::from(buf);
         let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {

@@ -299,6 +299,21 @@ impl Segment {
         &self.path
     }
 
+    /// A corruption error at `position` of this segment.
+    pub fn corrupt(&self, position: u64, reason: BatchError) -> super::LogError {
+        super::LogError::Corrupt { path: self.path.display().to_string(), position, reason }
+    }
+
+    /// The batch header at `position`, or `None` past the last whole header.
+    pub fn header_at(&self, position: u64) -> Result<Option<BatchHeader>, super::LogError> {
+        match read_header(&*self.file, position, self.size) {
+            Err(source) => Err(super::LogError::Io { path: self.path.display().to_string(), source }),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(reason))) => Err(self.corrupt(position, reason)),
+            Ok(Some(Ok(h))) => Ok(Some(h)),
+        }
+    }
+
     /// Removes the segment's files (retention, topic deletion).
     pub fn delete(&self, disk: &dyn Disk, dir: &Path) -> io::Result<()> {
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
