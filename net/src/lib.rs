@@ -281,13 +281,10 @@ pub async fn flusher(shared: Arc<Shared>, interval_ms: u64) {
             // A slow disk: the sync takes a while (simulation only).
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
-        // Appends that land during a sync are picked up by the next round.
-        while shared.broker.needs_flush() {
-            let advanced = shared.broker.flush();
+        // Appends that land during a sync are picked up by the next round;
+        // a round that moves no HW (nothing pending, or only failures) ends it.
+        while shared.broker.flush() {
             shared.hw_advanced.notify_waiters();
-            if !advanced {
-                break;
-            }
             tokio::task::yield_now().await;
         }
         // Always wake the waiters: a segment roll also moves the HW, and a

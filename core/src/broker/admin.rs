@@ -501,7 +501,6 @@ impl Broker {
                                     e.documentation = Some(text(d.doc));
                                 }
                             }
-                            e.documentation = e.documentation.filter(|_| version >= 3 && request.include_documentation);
                             out.configs.push(e);
                         }
                     }
@@ -527,7 +526,6 @@ impl Broker {
                                     e.documentation = Some(text(doc));
                                 }
                             }
-                            e.documentation = e.documentation.filter(|_| version >= 3 && request.include_documentation);
                             out.configs.push(e);
                         }
                     }

@@ -75,18 +75,17 @@ impl Broker {
                         None => Err(reject(unknown, "unknown topic or partition")),
                         Some((t, p)) => {
                             let max = self.config.max_message_bytes(&t.record.configs);
-                            self.append_partition(p, data.records, max, now)
+                            self.append_partition(p, data.records, max, now).map(|appended| (p.clone(), appended))
                         }
                     }
                 };
                 match result {
-                    Ok((base_offset, last_offset, log_start_offset, fresh)) => {
+                    Ok((partition, (base_offset, last_offset, log_start_offset, fresh))) => {
                         appended |= fresh;
                         r.base_offset = base_offset;
                         r.log_append_time_ms = -1;
                         r.log_start_offset = log_start_offset;
                         if acks == -1 {
-                            let partition = topic.as_ref().and_then(|t| t.partition(data.index)).expect("partition exists").clone();
                             waits.push(DurableWait { partition, offset: last_offset + 1, slot: (ti, pi) });
                         }
                     }
