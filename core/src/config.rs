@@ -38,6 +38,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// `producer.id.expiration.ms`: idle producers' dedup state is dropped.
     pub producer_id_expiration_ms: i64,
+    /// The group coordinator's settings.
+    pub group: crate::group::GroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -55,6 +57,7 @@ impl Default for BrokerConfig {
             flush_interval_ms: 0,
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: 86_400_000,
+            group: crate::group::GroupConfig::default(),
         }
     }
 }

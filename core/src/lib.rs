@@ -17,4 +17,5 @@ pub mod log;
 pub mod testing;
 pub mod config;
 pub mod broker;
+pub mod group;
 pub mod planted;

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chronik_core::broker::{Broker, ProduceOutcome};
+use chronik_core::broker::{is_group_request, Broker, GroupAnswer, ProduceOutcome};
+use chronik_core::group::Ctx;
 use chronik_proto::frame::{self, DecodeFrameError};
 use chronik_proto::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest, RequestKind, ResponseKind};
@@ -37,6 +38,9 @@ pub struct Shared {
     pub appended: Notify,
     /// Signalled after a flush moved some high watermark.
     pub hw_advanced: Notify,
+    /// Signalled after the group coordinator handled a request or ran its
+    /// timers, so waiting JoinGroup/SyncGroup answers look again.
+    pub groups_changed: Notify,
     shutdown: Notify,
     stopping: AtomicBool,
 }
@@ -47,6 +51,7 @@ impl Shared {
             broker,
             appended: Notify::new(),
             hw_advanced: Notify::new(),
+            groups_changed: Notify::new(),
             shutdown: Notify::new(),
             stopping: AtomicBool::new(false),
         })
@@ -100,7 +105,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let (reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Answer>(PIPELINE_DEPTH);
     let writer_task = tokio::spawn(write_answers(writer, rx, peer));
-    let end = read_requests(reader, tx, &shared).await;
+    let end = read_requests(reader, tx, &shared, peer).await;
     if let Err(why) = end {
         tracing::warn!(%peer, "closing connection: {why}");
     }
@@ -128,6 +133,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
     mut reader: R,
     tx: mpsc::Sender<Answer>,
     shared: &Arc<Shared>,
+    peer: SocketAddr,
 ) -> Result<(), String> {
     let max = shared.broker.config().socket_request_max_bytes;
     loop {
@@ -143,7 +149,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
         }
         let mut body = vec![0u8; len as usize];
         reader.read_exact(&mut body).await.map_err(|e| format!("truncated request frame of {len} bytes: {e}"))?;
-        let answer = start(Bytes::from(body), shared)?;
+        let answer = start(Bytes::from(body), shared, peer)?;
         if tx.send(answer).await.is_err() {
             return Err("the writer stopped".into());
         }
@@ -163,7 +169,7 @@ fn encode(key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) ->
 
 /// Starts one request: decides everything that can be decided now and
 /// returns the future of its answer. `Err` closes the connection.
-fn start(frame: Bytes, shared: &Arc<Shared>) -> Result<Answer, String> {
+fn start(frame: Bytes, shared: &Arc<Shared>, peer: SocketAddr) -> Result<Answer, String> {
     let request = match frame::decode_request(frame) {
         Ok(r) => r,
         Err(DecodeFrameError::UnsupportedVersion { api_key: ApiKey::ApiVersions, api_version, correlation_id }) => {
@@ -200,6 +206,20 @@ fn start(frame: Bytes, shared: &Arc<Shared>) -> Result<Answer, String> {
             Ok(Box::pin(async move {
                 let response = long_poll_fetch(&shared, f, version).await;
                 encode(key, version, correlation_id, ResponseKind::Fetch(response))
+            }))
+        }
+        body if is_group_request(&body) => {
+            let ctx = Ctx {
+                client_id: request.header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                client_host: format!("/{}", peer.ip()),
+            };
+            let answer = shared.broker.handle_group(version, body, &ctx);
+            shared.groups_changed.notify_waiters();
+            shared.appended.notify_one();
+            let shared = shared.clone();
+            Ok(Box::pin(async move {
+                let response = wait_group(&shared, answer).await?;
+                encode(key, version, correlation_id, response)
             }))
         }
         body => {
@@ -241,6 +261,75 @@ async fn wait_durable(shared: &Shared, mut outcome: ProduceOutcome, timeout: Dur
         }
     }
     outcome.response
+}
+
+/// How long a group answer may wait for its records to become durable.
+const GROUP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for a group answer: the rest of the group (JoinGroup, SyncGroup;
+/// bounded by the coordinator's own timers) or durable records (commits).
+/// `None` (no answer) only at shutdown.
+async fn wait_group(shared: &Shared, answer: GroupAnswer) -> Option<ResponseKind> {
+    match answer {
+        GroupAnswer::Now(r) => Some(r),
+        GroupAnswer::Later(reply) => loop {
+            let notified = shared.groups_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = reply.take() {
+                return Some(r);
+            }
+            tokio::select! {
+                biased;
+                _ = &mut notified => {}
+                _ = shared.stopped() => return None,
+            }
+        },
+        GroupAnswer::Durable { waits, complete } => {
+            let deadline = Instant::now() + GROUP_WRITE_TIMEOUT;
+            loop {
+                let notified = shared.hw_advanced.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let mut durable = true;
+                for (partition, offset) in &waits {
+                    match partition.high_watermark() {
+                        Some(hw) if hw >= *offset => {}
+                        Some(_) => durable = false,
+                        None => return Some(complete(false)),
+                    }
+                }
+                if durable {
+                    return Some(complete(true));
+                }
+                tokio::select! {
+                    biased;
+                    _ = &mut notified => {}
+                    _ = shared.stopped() => return None,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!("group coordinator records not durable in time");
+                        return Some(complete(false));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the group coordinator's timers (session expiry, rebalance and
+/// SyncGroup deadlines, offsets retention) every `interval_ms`.
+pub async fn group_timer(shared: Arc<Shared>, interval_ms: u64) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stopped() => return,
+            _ = tokio::time::sleep(Duration::from_millis(interval_ms.max(1))) => {}
+        }
+        if shared.broker.group_tick() {
+            shared.appended.notify_one();
+        }
+        shared.groups_changed.notify_waiters();
+    }
 }
 
 /// Answers a fetch once it has `min_bytes`, or at `max_wait_ms`.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use chronik_core::config::BrokerConfig;
+use chronik_core::group::GroupConfig;
 use chronik_core::log::LogConfig;
 use clap::Args;
 use serde::Deserialize;
@@ -59,6 +60,32 @@ pub struct Settings {
     /// Largest request frame; larger ones close the connection (socket.request.max.bytes) [default: 104857600]
     #[arg(long, env = "CHRONIK_SOCKET_REQUEST_MAX_BYTES")]
     pub socket_request_max_bytes: Option<i32>,
+    /// How long the first rebalance of an empty classic group waits for more members (group.initial.rebalance.delay.ms) [default: 3000]
+    #[arg(long, env = "CHRONIK_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<i64>,
+    /// Smallest and largest session timeout a classic member may ask for (group.min/max.session.timeout.ms) [default: 6000, 1800000]
+    #[arg(long, env = "CHRONIK_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    #[arg(long, env = "CHRONIK_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// Most members of one group (group.max.size) [default: 2147483647]
+    #[arg(long, env = "CHRONIK_GROUP_MAX_SIZE")]
+    pub group_max_size: Option<usize>,
+    /// Session timeout of KIP-848 consumer-group members (group.consumer.session.timeout.ms) [default: 45000]
+    #[arg(long, env = "CHRONIK_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    /// Heartbeat interval given to KIP-848 members (group.consumer.heartbeat.interval.ms) [default: 5000]
+    #[arg(long, env = "CHRONIK_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// Server assignor of KIP-848 groups when members name none: uniform or range [default: uniform]
+    #[arg(long, env = "CHRONIK_GROUP_CONSUMER_ASSIGNOR")]
+    pub group_consumer_assignor: Option<String>,
+    /// Committed offsets of a group empty this long are deleted (offsets.retention.minutes) [default: 10080]
+    #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
+    /// Partitions of __consumer_offsets when it is created (offsets.topic.num.partitions) [default: 50]
+    #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_NUM_PARTITIONS")]
+    pub offsets_topic_num_partitions: Option<i32>,
 }
 
 impl Settings {
@@ -79,6 +106,15 @@ impl Settings {
             flush_interval_ms: self.flush_interval_ms.or(file.flush_interval_ms),
             message_max_bytes: self.message_max_bytes.or(file.message_max_bytes),
             socket_request_max_bytes: self.socket_request_max_bytes.or(file.socket_request_max_bytes),
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.or(file.group_initial_rebalance_delay_ms),
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms.or(file.group_min_session_timeout_ms),
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms.or(file.group_max_session_timeout_ms),
+            group_max_size: self.group_max_size.or(file.group_max_size),
+            group_consumer_session_timeout_ms: self.group_consumer_session_timeout_ms.or(file.group_consumer_session_timeout_ms),
+            group_consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms.or(file.group_consumer_heartbeat_interval_ms),
+            group_consumer_assignor: self.group_consumer_assignor.or(file.group_consumer_assignor),
+            offsets_retention_minutes: self.offsets_retention_minutes.or(file.offsets_retention_minutes),
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions.or(file.offsets_topic_num_partitions),
         }
     }
 
@@ -98,6 +134,7 @@ pub struct Config {
 impl Config {
     pub fn from_settings(s: Settings) -> anyhow::Result<Config> {
         let defaults = BrokerConfig::default();
+        let group = group_config(&s)?;
         let listen_text = s.kafka_listen.unwrap_or_else(|| "127.0.0.1:9092".into());
         let kafka_listen = listen_text
             .to_socket_addrs()
@@ -159,9 +196,49 @@ impl Config {
             flush_interval_ms: s.flush_interval_ms.unwrap_or(defaults.flush_interval_ms),
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(defaults.retention_check_interval_ms).max(1),
             producer_id_expiration_ms: defaults.producer_id_expiration_ms,
+            group,
         };
         Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, broker })
     }
+}
+
+fn group_config(s: &Settings) -> anyhow::Result<GroupConfig> {
+    let d = GroupConfig::default();
+    let g = GroupConfig {
+        min_session_timeout_ms: s.group_min_session_timeout_ms.unwrap_or(d.min_session_timeout_ms),
+        max_session_timeout_ms: s.group_max_session_timeout_ms.unwrap_or(d.max_session_timeout_ms),
+        initial_rebalance_delay_ms: s.group_initial_rebalance_delay_ms.unwrap_or(d.initial_rebalance_delay_ms),
+        max_size: s.group_max_size.unwrap_or(d.max_size),
+        consumer_session_timeout_ms: s.group_consumer_session_timeout_ms.unwrap_or(d.consumer_session_timeout_ms),
+        consumer_heartbeat_interval_ms: s.group_consumer_heartbeat_interval_ms.unwrap_or(d.consumer_heartbeat_interval_ms),
+        consumer_max_size: d.consumer_max_size,
+        consumer_default_assignor: s.group_consumer_assignor.clone().unwrap_or(d.consumer_default_assignor),
+        offsets_retention_ms: s.offsets_retention_minutes.map(|m| m.saturating_mul(60_000)).unwrap_or(d.offsets_retention_ms),
+        offset_metadata_max_bytes: d.offset_metadata_max_bytes,
+        offsets_topic_partitions: s.offsets_topic_num_partitions.unwrap_or(d.offsets_topic_partitions),
+    };
+    if g.min_session_timeout_ms < 1 || g.min_session_timeout_ms > g.max_session_timeout_ms {
+        bail!("group-min-session-timeout-ms ({}) must be positive and at most group-max-session-timeout-ms ({})", g.min_session_timeout_ms, g.max_session_timeout_ms);
+    }
+    if g.initial_rebalance_delay_ms < 0 {
+        bail!("group-initial-rebalance-delay-ms must be 0 or more, not {}", g.initial_rebalance_delay_ms);
+    }
+    if g.max_size < 1 {
+        bail!("group-max-size must be at least 1");
+    }
+    if g.consumer_session_timeout_ms < 1 || g.consumer_heartbeat_interval_ms < 1 || g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms {
+        bail!("group-consumer-heartbeat-interval-ms must be positive and below group-consumer-session-timeout-ms");
+    }
+    if !chronik_core::group::ASSIGNORS.contains(&g.consumer_default_assignor.as_str()) {
+        bail!("group-consumer-assignor must be one of {}, not '{}'", chronik_core::group::ASSIGNORS.join(", "), g.consumer_default_assignor);
+    }
+    if g.offsets_retention_ms < 60_000 {
+        bail!("offsets-retention-minutes must be at least 1");
+    }
+    if !(1..=1000).contains(&g.offsets_topic_partitions) {
+        bail!("offsets-topic-num-partitions must be between 1 and 1000, not {}", g.offsets_topic_partitions);
+    }
+    Ok(g)
 }
 
 #[cfg(test)]

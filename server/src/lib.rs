@@ -38,6 +38,10 @@ impl Deps {
     }
 }
 
+/// How often the group coordinator's timers run: the precision of session
+/// timeouts and rebalance deadlines.
+const GROUP_TICK_MS: u64 = 100;
+
 /// A running broker.
 pub struct Running {
     pub shared: Arc<Shared>,
@@ -47,7 +51,7 @@ pub struct Running {
 }
 
 /// Opens the broker (recovering its data) and starts the Kafka listener,
-/// the flusher and retention.
+/// the flusher, retention and the group coordinator's timers.
 pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(config.kafka_listen)
         .await
@@ -63,6 +67,7 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
         tokio::spawn(chronik_net::serve(listener, shared.clone())),
         tokio::spawn(chronik_net::flusher(shared.clone(), broker_config.flush_interval_ms)),
         tokio::spawn(chronik_net::retention(shared.clone(), broker_config.retention_check_interval_ms)),
+        tokio::spawn(chronik_net::group_timer(shared.clone(), GROUP_TICK_MS)),
     ];
     tracing::info!(
         kafka = %kafka_addr,

@@ -56,7 +56,7 @@ pub fn api_versions_table(error_code: i16) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
 }
 
-struct Created {
+pub(super) struct Created {
     record: TopicRecord,
 }
 
@@ -100,6 +100,9 @@ impl Broker {
         }
         if version >= 8 {
             t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+        }
+        if version >= 1 {
+            t.is_internal = super::is_internal(&topic.record.name);
         }
         t
     }
@@ -179,7 +182,7 @@ impl Broker {
     }
 
     /// Creates a topic durably (catalogue first, then partition logs).
-    fn create_topic(
+    pub(super) fn create_topic(
         &self,
         name: &str,
         partitions: i32,
@@ -343,6 +346,13 @@ impl Broker {
             match topic {
                 None => {
                     r.error_code = if name.is_none() { UnknownTopicId } else { UnknownTopicOrPartition }.code();
+                }
+                Some(t) if super::is_internal(&t.record.name) => {
+                    r.name = Some(TopicName(text(t.record.name.clone())));
+                    r.error_code = InvalidTopicException.code();
+                    if version >= 5 {
+                        r.error_message = Some(text(format!("{} is an internal topic; it cannot be deleted", t.record.name)));
+                    }
                 }
                 Some(t) => {
                     if version >= 6 {

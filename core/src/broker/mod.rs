@@ -10,7 +10,10 @@
 mod admin;
 pub mod catalog;
 mod fetch;
+mod groups;
 mod produce;
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +33,7 @@ use catalog::{Catalog, TopicRecord};
 
 pub use admin::api_versions_table;
 pub use fetch::FetchOutcome;
+pub use groups::{is_group_request, is_internal, GroupAnswer};
 pub use produce::{DurableWait, ProduceOutcome};
 
 /// The leader epoch of every partition on a single node.
@@ -86,6 +90,8 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     rng: Arc<Rng>,
     state: RwLock<State>,
+    /// The group coordinator (lock order: this, then a partition).
+    groups: Arc<Mutex<crate::group::Groups>>,
 }
 
 fn open_partition(
@@ -127,8 +133,10 @@ impl Broker {
             let partitions = (0..record.partitions).map(|i| open_partition(&disk, &config, record, i, now)).collect();
             topics.insert(record.name.clone(), Arc::new(Topic { record: record.clone(), partitions }));
         }
-        let broker = Broker { config, disk, clock, rng, state: RwLock::new(State { catalog, topics, next_producer_id }) };
+        let groups = Arc::new(Mutex::new(crate::group::Groups::new(config.group.clone(), rng.clone())));
+        let broker = Broker { config, disk, clock, rng, state: RwLock::new(State { catalog, topics, next_producer_id }), groups };
         broker.remove_orphans();
+        broker.load_groups().map_err(StartError::Catalog)?;
         Ok(broker)
     }
 

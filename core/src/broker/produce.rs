@@ -73,6 +73,9 @@ impl Broker {
                 } else {
                     match topic.as_ref().and_then(|t| t.partition(data.index).map(|p| (t, p))) {
                         None => Err(reject(unknown, "unknown topic or partition")),
+                        Some((t, _)) if super::is_internal(&t.record.name) => {
+                            Err(reject(InvalidTopicException, format!("cannot produce to the internal topic {}", t.record.name)))
+                        }
                         Some((t, p)) => {
                             let max = self.config.max_message_bytes(&t.record.configs);
                             self.append_partition(p, data.records, max, now).map(|appended| (p.clone(), appended))

@@ -1,0 +1,358 @@
+//! The group coordinator's home in the broker: request dispatch, the
+//! `__consumer_offsets` topic (created on first use), appending the
+//! coordinator's records, and replaying them at start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chronik_proto::batch::{self, Producer};
+use chronik_proto::ResponseError::{self, *};
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{
+    BrokerId, ConsumerGroupDescribeResponse, DeleteGroupsResponse, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    RequestKind, ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+
+use super::{Broker, Partition, Topic, LEADER_EPOCH};
+use crate::group::{Answer, Ctx, Groups, TopicInfo, Topics, Write, OFFSETS_TOPIC};
+
+/// What a group request answers with.
+pub enum GroupAnswer {
+    Now(ResponseKind),
+    /// When the group gets there (JoinGroup, SyncGroup).
+    Later(crate::group::Reply),
+    /// Once every `(partition, offset)` is below its HW (the coordinator's
+    /// records are durable); `complete(true)` then builds the answer, and
+    /// `complete(false)` if they never will be.
+    Durable { waits: Vec<(Arc<Partition>, i64)>, complete: Box<dyn FnOnce(bool) -> ResponseKind + Send> },
+}
+
+/// Whether `body` is one of the group coordinator's requests.
+pub fn is_group_request(body: &RequestKind) -> bool {
+    matches!(
+        body,
+        RequestKind::FindCoordinator(_)
+            | RequestKind::JoinGroup(_)
+            | RequestKind::SyncGroup(_)
+            | RequestKind::Heartbeat(_)
+            | RequestKind::LeaveGroup(_)
+            | RequestKind::OffsetCommit(_)
+            | RequestKind::OffsetFetch(_)
+            | RequestKind::OffsetDelete(_)
+            | RequestKind::ListGroups(_)
+            | RequestKind::DescribeGroups(_)
+            | RequestKind::DeleteGroups(_)
+            | RequestKind::ConsumerGroupHeartbeat(_)
+            | RequestKind::ConsumerGroupDescribe(_)
+    )
+}
+
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+impl Broker {
+    fn groups(&self) -> std::sync::MutexGuard<'_, Groups> {
+        self.groups.lock().expect("group coordinator poisoned")
+    }
+
+    /// The user topics as the coordinator sees them.
+    fn topic_infos(&self) -> Topics {
+        self.read_state()
+            .topics
+            .values()
+            .filter(|t| !is_internal(&t.record.name))
+            .map(|t| (t.record.name.clone(), TopicInfo { id: t.record.id, partitions: t.record.partitions }))
+            .collect()
+    }
+
+    /// `__consumer_offsets`, created on first use like Kafka does.
+    fn offsets_topic(&self) -> Result<Arc<Topic>, String> {
+        if let Some(t) = self.topic(OFFSETS_TOPIC) {
+            return Ok(t);
+        }
+        let partitions = self.config.group.offsets_topic_partitions;
+        match self.create_topic(OFFSETS_TOPIC, partitions, BTreeMap::new(), false) {
+            Ok(_) => tracing::info!(partitions, "created the internal topic {OFFSETS_TOPIC}"),
+            Err((TopicAlreadyExists, _)) => {}
+            Err((e, message)) => return Err(format!("cannot create {OFFSETS_TOPIC}: {e:?}: {message}")),
+        }
+        self.topic(OFFSETS_TOPIC).ok_or_else(|| format!("{OFFSETS_TOPIC} vanished"))
+    }
+
+    /// Appends the coordinator's records, one batch per partition. Returns
+    /// where each partition's batch ends (for durability waits) and, per
+    /// partition, the first record's offset.
+    fn append_writes(&self, writes: Vec<Write>) -> Result<Vec<(Arc<Partition>, i64, i64)>, String> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let topic = self.offsets_topic()?;
+        let n = topic.partitions.len() as i32;
+        let mut by_partition: BTreeMap<i32, Vec<(Option<Bytes>, Option<Bytes>)>> = BTreeMap::new();
+        for w in writes {
+            by_partition.entry(crate::group::partition_for(&w.group, n)).or_default().push((Some(w.key), w.value));
+        }
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        for (index, records) in by_partition {
+            let partition = topic.partition(index).expect("index below the partition count").clone();
+            let encoded = batch::encode(&records, &Producer::plain(Compression::None, now));
+            let appended = {
+                let mut guard = partition.lock();
+                let log = guard.as_mut().map_err(|e| format!("{OFFSETS_TOPIC}-{index} is offline: {e}"))?;
+                log.append(encoded.to_vec(), LEADER_EPOCH, now).map_err(|e| format!("cannot append to {OFFSETS_TOPIC}-{index}: {e}"))?
+            };
+            out.push((partition, appended.last_offset + 1, appended.base_offset));
+        }
+        Ok(out)
+    }
+
+    /// Appends what the last operations wrote; a failure is logged (the
+    /// state in memory stays, and is written again with the next change).
+    fn flush_group_writes(&self, groups: &mut Groups) -> Vec<(Arc<Partition>, i64)> {
+        match self.append_writes(groups.take_writes()) {
+            Ok(v) => v.into_iter().map(|(p, end, _)| (p, end)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "could not record group state");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Replays `__consumer_offsets` into the coordinator (at start).
+    pub(super) fn load_groups(&self) -> Result<(), String> {
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else { return Ok(()) };
+        let now = self.clock.now_ms();
+        let mut groups = self.groups();
+        groups.set_offsets_partitions(topic.partitions.len() as i32);
+        let mut records = 0usize;
+        for p in &topic.partitions {
+            let guard = p.lock();
+            let log = match &*guard {
+                Ok(log) => log,
+                Err(e) => return Err(format!("{OFFSETS_TOPIC}-{} is offline: {e}", p.index)),
+            };
+            let (mut offset, end) = (log.log_start_offset(), log.high_watermark());
+            while offset < end {
+                let read = log.read(offset, 1 << 20, true, end).map_err(|e| e.to_string())?;
+                if read.bytes.is_empty() {
+                    break;
+                }
+                let mut buf = Bytes::from(read.bytes);
+                let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| format!("{OFFSETS_TOPIC}-{}: {e}", p.index))?;
+                for set in sets {
+                    for r in set.records {
+                        offset = r.offset + 1;
+                        let Some(key) = &r.key else { continue };
+                        if let Err(e) = groups.replay(key, r.value.as_deref(), r.offset, now) {
+                            tracing::warn!(partition = p.index, offset = r.offset, error = %e, "skipping an unreadable {OFFSETS_TOPIC} record");
+                        }
+                        records += 1;
+                    }
+                }
+            }
+        }
+        groups.finish_replay(now);
+        tracing::info!(records, groups = groups.group_ids().count(), "loaded consumer groups");
+        Ok(())
+    }
+
+    /// Runs the coordinator's timers. Returns whether anything changed.
+    pub fn group_tick(&self) -> bool {
+        let topics = self.topic_infos();
+        let mut groups = self.groups();
+        let changed = groups.tick(self.clock.now_ms(), &topics);
+        self.flush_group_writes(&mut groups);
+        changed
+    }
+
+    fn find_coordinator(&self, r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+        let keys: Vec<String> = if version >= 4 { r.coordinator_keys.iter().map(|k| k.to_string()).collect() } else { vec![r.key.to_string()] };
+        let available = self.offsets_topic();
+        let answers: Vec<Coordinator> = keys
+            .into_iter()
+            .map(|key| {
+                let mut c = Coordinator::default().with_key(text(key.clone()));
+                let error: Result<(), (ResponseError, String)> = match (r.key_type, &available) {
+                    (0, Ok(_)) if key.is_empty() => Err((InvalidRequest, "group id is empty".into())),
+                    (0, Ok(_)) => Ok(()),
+                    (0, Err(e)) => Err((CoordinatorNotAvailable, e.clone())),
+                    (1, _) => Err((CoordinatorNotAvailable, "transactions are not supported by this broker yet".into())),
+                    (t, _) => Err((InvalidRequest, format!("unknown coordinator key type {t}"))),
+                };
+                match error {
+                    Ok(()) => {
+                        c.node_id = BrokerId(self.config.node_id);
+                        c.host = text(self.config.advertised_host.clone());
+                        c.port = self.config.advertised_port;
+                        c.error_message = None;
+                    }
+                    Err((e, message)) => {
+                        tracing::debug!(%key, error = ?e, %message, "FindCoordinator refused");
+                        c.node_id = BrokerId(-1);
+                        c.port = -1;
+                        c.error_code = e.code();
+                        c.error_message = Some(text(message));
+                    }
+                }
+                c
+            })
+            .collect();
+        if version >= 4 {
+            return FindCoordinatorResponse::default().with_coordinators(answers);
+        }
+        let c = answers.into_iter().next().expect("one key");
+        let mut response = FindCoordinatorResponse::default()
+            .with_error_code(c.error_code)
+            .with_node_id(c.node_id)
+            .with_host(c.host)
+            .with_port(c.port);
+        response.error_message = if version >= 1 { c.error_message } else { None };
+        response
+    }
+
+    /// Handles a group coordinator request (see [`is_group_request`]).
+    pub fn handle_group(&self, version: i16, body: RequestKind, ctx: &Ctx) -> GroupAnswer {
+        let now = self.clock.now_ms();
+        match body {
+            RequestKind::FindCoordinator(r) => GroupAnswer::Now(ResponseKind::FindCoordinator(self.find_coordinator(r, version))),
+            RequestKind::JoinGroup(r) => {
+                if let Err(e) = self.offsets_topic() {
+                    tracing::error!(error = %e, "JoinGroup: the coordinator is not available");
+                    let mut resp = kafka_protocol::messages::JoinGroupResponse::default().with_error_code(CoordinatorNotAvailable.code());
+                    if version >= 7 {
+                        resp.protocol_name = None;
+                    }
+                    return GroupAnswer::Now(ResponseKind::JoinGroup(resp));
+                }
+                let mut groups = self.groups();
+                let answer = groups.join_group(r, version, ctx, now);
+                self.flush_group_writes(&mut groups);
+                match answer {
+                    Answer::Now(r) => GroupAnswer::Now(r),
+                    Answer::Later(reply) => GroupAnswer::Later(reply),
+                }
+            }
+            RequestKind::SyncGroup(r) => {
+                let mut groups = self.groups();
+                let answer = groups.sync_group(r, version, now);
+                self.flush_group_writes(&mut groups);
+                match answer {
+                    Answer::Now(r) => GroupAnswer::Now(r),
+                    Answer::Later(reply) => GroupAnswer::Later(reply),
+                }
+            }
+            RequestKind::Heartbeat(r) => GroupAnswer::Now(ResponseKind::Heartbeat(self.groups().heartbeat(r, version, now))),
+            RequestKind::LeaveGroup(r) => {
+                let mut groups = self.groups();
+                let response = groups.leave_group(r, version, now);
+                self.flush_group_writes(&mut groups);
+                GroupAnswer::Now(ResponseKind::LeaveGroup(response))
+            }
+            RequestKind::OffsetCommit(r) => {
+                let topics = self.topic_infos();
+                let mut groups = self.groups();
+                let mut plan = groups.prepare_commit(r, version, &topics, now);
+                self.flush_group_writes(&mut groups);
+                if plan.entries.is_empty() {
+                    return GroupAnswer::Now(ResponseKind::OffsetCommit(plan.response));
+                }
+                let writes = Groups::commit_writes(&plan.group, &plan.entries);
+                match self.append_writes(writes) {
+                    Err(e) => {
+                        tracing::error!(group = %plan.group, error = %e, "offset commit not recorded");
+                        plan.fail(CoordinatorNotAvailable);
+                        GroupAnswer::Now(ResponseKind::OffsetCommit(plan.response))
+                    }
+                    Ok(mut appended) => {
+                        let (partition, end, first) = appended.pop().expect("one group, one partition");
+                        let coordinator = self.groups.clone();
+                        GroupAnswer::Durable {
+                            waits: vec![(partition, end)],
+                            complete: Box::new(move |durable| {
+                                if durable {
+                                    let mut g = coordinator.lock().expect("group coordinator poisoned");
+                                    g.apply_commit(&plan.group, std::mem::take(&mut plan.entries), first, now);
+                                } else {
+                                    plan.fail(CoordinatorNotAvailable);
+                                }
+                                ResponseKind::OffsetCommit(plan.response)
+                            }),
+                        }
+                    }
+                }
+            }
+            RequestKind::OffsetFetch(r) => GroupAnswer::Now(ResponseKind::OffsetFetch(self.groups().offset_fetch(r, version))),
+            RequestKind::OffsetDelete(r) => {
+                let topics = self.topic_infos();
+                let mut groups = self.groups();
+                let response = groups.offset_delete(r, &topics, now);
+                let waits = self.flush_group_writes(&mut groups);
+                durable_then(waits, ResponseKind::OffsetDelete(response))
+            }
+            RequestKind::ListGroups(r) => GroupAnswer::Now(ResponseKind::ListGroups(self.groups().list_groups(r, version))),
+            RequestKind::DescribeGroups(r) => {
+                let described = self.groups().describe_groups(r.groups, r.include_authorized_operations, version);
+                GroupAnswer::Now(ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(described)))
+            }
+            RequestKind::DeleteGroups(r) => {
+                let mut groups = self.groups();
+                let codes = groups.delete_groups(&r.groups_names);
+                let waits = self.flush_group_writes(&mut groups);
+                let results = r
+                    .groups_names
+                    .into_iter()
+                    .zip(codes)
+                    .map(|(id, code)| DeletableGroupResult::default().with_group_id(id).with_error_code(code))
+                    .collect();
+                durable_then(waits, ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results)))
+            }
+            RequestKind::ConsumerGroupHeartbeat(r) => {
+                if let Err(e) = self.offsets_topic() {
+                    tracing::error!(error = %e, "ConsumerGroupHeartbeat: the coordinator is not available");
+                    let resp = kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
+                        .with_error_code(CoordinatorNotAvailable.code())
+                        .with_error_message(Some(text(e)));
+                    return GroupAnswer::Now(ResponseKind::ConsumerGroupHeartbeat(resp));
+                }
+                let topics = self.topic_infos();
+                let mut groups = self.groups();
+                let response = groups.consumer_group_heartbeat(r, version, ctx, now, &topics);
+                self.flush_group_writes(&mut groups);
+                GroupAnswer::Now(ResponseKind::ConsumerGroupHeartbeat(response))
+            }
+            RequestKind::ConsumerGroupDescribe(r) => {
+                let topics = self.topic_infos();
+                let mut described = self.groups().consumer_group_describe(r.group_ids, version, &topics);
+                if r.include_authorized_operations {
+                    for d in &mut described {
+                        if d.error_code == 0 {
+                            d.authorized_operations = (1 << 3) | (1 << 6) | (1 << 8);
+                        }
+                    }
+                }
+                GroupAnswer::Now(ResponseKind::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default().with_groups(described)))
+            }
+            other => unreachable!("not a group request: {:?}", std::mem::discriminant(&other)),
+        }
+    }
+}
+
+/// Answers once `waits` are durable; if they cannot be, answers anyway (the
+/// change is already in effect in memory and is written again on the next).
+fn durable_then(waits: Vec<(Arc<Partition>, i64)>, response: ResponseKind) -> GroupAnswer {
+    if waits.is_empty() {
+        return GroupAnswer::Now(response);
+    }
+    GroupAnswer::Durable { waits, complete: Box::new(move |_| response) }
+}
+
+/// Topics clients may not write to or delete.
+pub fn is_internal(name: &str) -> bool {
+    name == OFFSETS_TOPIC
+}
