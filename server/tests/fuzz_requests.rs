@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use chronik_core::broker::Broker;
+use chronik_core::broker::{is_group_request, Broker, GroupAnswer};
+use chronik_core::group::Ctx;
 use chronik_core::clock::ManualClock;
 use chronik_core::config::BrokerConfig;
 use chronik_core::disk::SimDisk;
@@ -63,6 +64,29 @@ fn seeds() -> Vec<Vec<u8>> {
         mk(ApiKey::CreateTopics, 5, RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default().with_name(TopicName(StrBytes::from_static_str("u"))).with_num_partitions(1)]))),
         mk(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(ListOffsetsRequest::default())),
         mk(ApiKey::DescribeConfigs, 4, RequestKind::DescribeConfigs(DescribeConfigsRequest::default())),
+        mk(ApiKey::JoinGroup, 9, RequestKind::JoinGroup(JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_session_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"\0\x03\0\0\0\x01\0\x01t\xff\xff\xff\xff"))]))),
+        mk(ApiKey::OffsetCommit, 9, RequestKind::OffsetCommit(OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default().with_name(t.clone()).with_partitions(vec![
+                offset_commit_request::OffsetCommitRequestPartition::default().with_committed_offset(3),
+            ])]))),
+        mk(ApiKey::ConsumerGroupHeartbeat, 1, RequestKind::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("c")))
+            .with_member_id(StrBytes::from_static_str("m"))
+            .with_rebalance_timeout_ms(1000)
+            .with_subscribed_topic_names(Some(vec![t.clone()]))
+            .with_subscribed_topic_regex(Some(StrBytes::from_static_str("t.*")))
+            .with_topic_partitions(Some(vec![])))),
+        mk(ApiKey::OffsetFetch, 9, RequestKind::OffsetFetch(OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(StrBytes::from_static_str("g"))).with_topics(None),
+        ]))),
     ]
 }
 
@@ -76,6 +100,21 @@ fn run(broker: &Broker, frame: Vec<u8>) {
         }
         RequestKind::Fetch(f) => {
             let _ = broker.fetch(&f, v);
+        }
+        body if is_group_request(&body) => {
+            let response = match broker.handle_group(v, body, &Ctx::default()) {
+                GroupAnswer::Now(r) => Some(r),
+                GroupAnswer::Later(reply) => reply.take(),
+                GroupAnswer::Durable { complete, .. } => {
+                    broker.flush();
+                    Some(complete(true))
+                }
+            };
+            broker.group_tick();
+            if let Some(response) = response {
+                let mut buf = BytesMut::new();
+                response.encode(&mut buf, v).unwrap();
+            }
         }
         body => {
             let response = broker.handle(v, body);
@@ -97,7 +136,7 @@ proptest! {
 
     #[test]
     fn mutated_requests_never_panic(
-        which in 0usize..8,
+        which in 0usize..12,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
         cut in proptest::option::of(any::<usize>()),
     ) {
