@@ -216,6 +216,7 @@ fn group_config(s: &Settings) -> anyhow::Result<GroupConfig> {
         offsets_retention_ms: s.offsets_retention_minutes.map(|m| m.saturating_mul(60_000)).unwrap_or(d.offsets_retention_ms),
         offset_metadata_max_bytes: d.offset_metadata_max_bytes,
         offsets_topic_partitions: s.offsets_topic_num_partitions.unwrap_or(d.offsets_topic_partitions),
+        offsets_cleanup_bytes: d.offsets_cleanup_bytes,
     };
     if g.min_session_timeout_ms < 1 || g.min_session_timeout_ms > g.max_session_timeout_ms {
         bail!("group-min-session-timeout-ms ({}) must be positive and at most group-max-session-timeout-ms ({})", g.min_session_timeout_ms, g.max_session_timeout_ms);

@@ -246,3 +246,42 @@ fn group_responses_encode_at_every_supported_version() {
     }
     assert!(covered >= 60, "covered {covered} group API versions");
 }
+
+#[test]
+fn cleaning_keeps_the_latest_records_and_drops_the_rest() {
+    let disk = SimDisk::new(15);
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let mut config = BrokerConfig::default();
+    config.group.offsets_topic_partitions = 1;
+    config.group.offsets_cleanup_bytes = 8 << 10;
+    let open = || Broker::open(config.clone(), Arc::new(disk.clone()), clock.clone(), Arc::new(Rng::seeded(3))).unwrap();
+    let b = open();
+    create_topic(&b, "t", 4);
+    for i in 0..400 {
+        let r = call(&b, 9, RequestKind::OffsetCommit(commit("solo", "", -1, "t", i % 4, i as i64)));
+        let Some(ResponseKind::OffsetCommit(r)) = r else { panic!() };
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    }
+    let size = |b: &Broker| {
+        let t = b.topic(OFFSETS_TOPIC).unwrap();
+        let g = t.partitions[0].lock();
+        let log = g.as_ref().unwrap();
+        (log.log_start_offset(), log.size_bytes())
+    };
+    let (start0, big) = size(&b);
+    assert_eq!(start0, 0);
+    clock.advance(2_000);
+    b.group_tick(); // copies the 4 live records forward
+    b.flush();
+    clock.advance(2_000);
+    b.group_tick(); // deletes what lies below them
+    let (start, small) = size(&b);
+    assert_eq!(start, 400, "the log now starts at the copies");
+    assert!(small < big / 10, "{small} bytes left of {big}");
+    drop(b);
+    disk.crash();
+    let b = open();
+    for p in 0..4 {
+        assert_eq!(fetched(&b, "solo", "t", p), 396 + p as i64);
+    }
+}

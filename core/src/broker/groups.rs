@@ -31,6 +31,42 @@ pub enum GroupAnswer {
     Durable { waits: Vec<(Arc<Partition>, i64)>, complete: Box<dyn FnOnce(bool) -> ResponseKind + Send> },
 }
 
+/// What `__consumer_offsets` holds that is still live: the latest record
+/// per key of each partition (what a compaction would keep), and the
+/// cleanings under way.
+///
+/// Cleaning copies forward instead of rewriting old segments: when a
+/// partition is much larger than its live records, the coordinator rolls it,
+/// appends every live record again, and once those are durable deletes the
+/// segments below them. Replaying from the new start yields the same state,
+/// and a crash half-way leaves a log that still replays correctly.
+#[derive(Default)]
+pub(super) struct OffsetsLog {
+    latest: BTreeMap<i32, BTreeMap<Bytes, Bytes>>,
+    /// partition -> (first rewritten offset, end of the rewrite)
+    cleaning: BTreeMap<i32, (i64, i64)>,
+    next_check_ms: i64,
+}
+
+impl OffsetsLog {
+    fn note(&mut self, partition: i32, key: &Bytes, value: Option<&Bytes>) {
+        let live = self.latest.entry(partition).or_default();
+        match value {
+            Some(v) => {
+                live.insert(key.clone(), v.clone());
+            }
+            None => {
+                live.remove(key);
+            }
+        }
+    }
+}
+
+/// How often the cleaner looks at `__consumer_offsets`.
+const CLEAN_CHECK_MS: i64 = 1_000;
+/// Records per batch when live records are copied forward.
+const CLEAN_BATCH: usize = 500;
+
 /// Whether `body` is one of the group coordinator's requests.
 pub fn is_group_request(body: &RequestKind) -> bool {
     matches!(
@@ -58,6 +94,10 @@ fn text(s: impl Into<String>) -> StrBytes {
 impl Broker {
     fn groups(&self) -> std::sync::MutexGuard<'_, Groups> {
         self.groups.lock().expect("group coordinator poisoned")
+    }
+
+    fn offsets_log(&self) -> std::sync::MutexGuard<'_, OffsetsLog> {
+        self.offsets_log.lock().expect("offsets log state poisoned")
     }
 
     /// The user topics as the coordinator sees them.
@@ -97,6 +137,7 @@ impl Broker {
         for w in writes {
             by_partition.entry(crate::group::partition_for(&w.group, n)).or_default().push((Some(w.key), w.value));
         }
+        let mut live = self.offsets_log();
         let now = self.clock.now_ms();
         let mut out = Vec::new();
         for (index, records) in by_partition {
@@ -107,6 +148,9 @@ impl Broker {
                 let log = guard.as_mut().map_err(|e| format!("{OFFSETS_TOPIC}-{index} is offline: {e}"))?;
                 log.append(encoded.to_vec(), LEADER_EPOCH, now).map_err(|e| format!("cannot append to {OFFSETS_TOPIC}-{index}: {e}"))?
             };
+            for (key, value) in &records {
+                live.note(index, key.as_ref().expect("coordinator records have keys"), value.as_ref());
+            }
             out.push((partition, appended.last_offset + 1, appended.base_offset));
         }
         Ok(out)
@@ -129,6 +173,7 @@ impl Broker {
         let Some(topic) = self.topic(OFFSETS_TOPIC) else { return Ok(()) };
         let now = self.clock.now_ms();
         let mut groups = self.groups();
+        let mut live = self.offsets_log();
         groups.set_offsets_partitions(topic.partitions.len() as i32);
         let mut records = 0usize;
         for p in &topic.partitions {
@@ -151,7 +196,9 @@ impl Broker {
                         let Some(key) = &r.key else { continue };
                         if let Err(e) = groups.replay(key, r.value.as_deref(), r.offset, now) {
                             tracing::warn!(partition = p.index, offset = r.offset, error = %e, "skipping an unreadable {OFFSETS_TOPIC} record");
+                            continue;
                         }
+                        live.note(p.index, key, r.value.as_ref());
                         records += 1;
                     }
                 }
@@ -168,7 +215,63 @@ impl Broker {
         let mut groups = self.groups();
         let changed = groups.tick(self.clock.now_ms(), &topics);
         self.flush_group_writes(&mut groups);
+        // Under the coordinator's lock: no record is appended meanwhile, so
+        // the copies are the latest values.
+        self.clean_offsets_log();
+        drop(groups);
         changed
+    }
+
+    /// Copy-forward cleaning of `__consumer_offsets` (see [`OffsetsLog`]).
+    fn clean_offsets_log(&self) {
+        let now = self.clock.now_ms();
+        let mut live = self.offsets_log();
+        if now < live.next_check_ms {
+            return;
+        }
+        live.next_check_ms = now + CLEAN_CHECK_MS;
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else { return };
+        let threshold = self.config.group.offsets_cleanup_bytes;
+        for p in &topic.partitions {
+            let mut guard = p.lock();
+            let Ok(log) = &mut *guard else { continue };
+            if let Some(&(start, end)) = live.cleaning.get(&p.index) {
+                if log.high_watermark() >= end {
+                    match log.delete_segments_before(start) {
+                        Ok(n) => tracing::info!(partition = p.index, segments = n, log_start = log.log_start_offset(), "{OFFSETS_TOPIC} cleaned"),
+                        Err(e) => tracing::error!(partition = p.index, error = %e, "cannot delete cleaned {OFFSETS_TOPIC} segments"),
+                    }
+                    live.cleaning.remove(&p.index);
+                }
+                continue;
+            }
+            let size = log.size_bytes();
+            if size < threshold {
+                continue;
+            }
+            let records: Vec<(Option<Bytes>, Option<Bytes>)> =
+                live.latest.get(&p.index).map(|m| m.iter().map(|(k, v)| (Some(k.clone()), Some(v.clone()))).collect()).unwrap_or_default();
+            let live_bytes: u64 = records.iter().map(|(k, v)| (k.as_ref().map_or(0, |b| b.len()) + v.as_ref().map_or(0, |b| b.len()) + 24) as u64).sum();
+            if size < 2 * live_bytes {
+                continue; // mostly live: copying would not shrink it much
+            }
+            let copied = (|| -> Result<(i64, i64), crate::log::LogError> {
+                log.roll_now(now)?;
+                let start = log.log_end_offset();
+                for chunk in records.chunks(CLEAN_BATCH) {
+                    let encoded = batch::encode(chunk, &Producer::plain(Compression::None, now));
+                    log.append(encoded.to_vec(), LEADER_EPOCH, now)?;
+                }
+                Ok((start, log.log_end_offset()))
+            })();
+            match copied {
+                Ok((start, end)) => {
+                    tracing::info!(partition = p.index, size, live = records.len(), start, "{OFFSETS_TOPIC}: copying live records forward");
+                    live.cleaning.insert(p.index, (start, end));
+                }
+                Err(e) => tracing::error!(partition = p.index, error = %e, "cannot clean {OFFSETS_TOPIC}"),
+            }
+        }
     }
 
     fn find_coordinator(&self, r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {

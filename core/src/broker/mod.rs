@@ -92,6 +92,8 @@ pub struct Broker {
     state: RwLock<State>,
     /// The group coordinator (lock order: this, then a partition).
     groups: Arc<Mutex<crate::group::Groups>>,
+    /// Live records of `__consumer_offsets` (lock order: after `groups`).
+    offsets_log: Mutex<groups::OffsetsLog>,
 }
 
 fn open_partition(
@@ -134,7 +136,7 @@ impl Broker {
             topics.insert(record.name.clone(), Arc::new(Topic { record: record.clone(), partitions }));
         }
         let groups = Arc::new(Mutex::new(crate::group::Groups::new(config.group.clone(), rng.clone())));
-        let broker = Broker { config, disk, clock, rng, state: RwLock::new(State { catalog, topics, next_producer_id }), groups };
+        let broker = Broker { config, disk, clock, rng, state: RwLock::new(State { catalog, topics, next_producer_id }), groups, offsets_log: Mutex::default() };
         broker.remove_orphans();
         broker.load_groups().map_err(StartError::Catalog)?;
         Ok(broker)

@@ -65,6 +65,9 @@ pub struct GroupConfig {
     pub offset_metadata_max_bytes: usize,
     /// `offsets.topic.num.partitions`.
     pub offsets_topic_partitions: i32,
+    /// A partition of `__consumer_offsets` larger than this (and more than
+    /// twice its live records) is cleaned.
+    pub offsets_cleanup_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -81,6 +84,7 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 3_600_000,
             offset_metadata_max_bytes: 4096,
             offsets_topic_partitions: 50,
+            offsets_cleanup_bytes: 16 << 20,
         }
     }
 }

@@ -629,6 +629,25 @@ impl PartitionLog {
         Ok(deleted)
     }
 
+    /// Deletes every sealed segment that lies wholly below `offset` (and
+    /// below the HW): the log then starts at the first segment kept. Used by
+    /// the group coordinator once it has rewritten its live state above
+    /// `offset`. Returns how many segments went.
+    pub fn delete_segments_before(&mut self, offset: i64) -> Result<usize, LogError> {
+        self.ensure_online()?;
+        let mut deleted = 0;
+        while self.segments.len() > 1 && self.segments[0].next_offset <= offset.min(self.high_watermark) {
+            let seg = self.segments.remove(0);
+            seg.delete(&*self.disk, &self.dir).map_err(io_err(&self.dir))?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.disk.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+            self.prune_snapshots();
+        }
+        Ok(deleted)
+    }
+
     /// Removes the log's directory (topic deletion).
     pub fn delete(self) -> Result<(), LogError> {
         self.disk.remove_dir_all(&self.dir).map_err(io_err(&self.dir))?;
