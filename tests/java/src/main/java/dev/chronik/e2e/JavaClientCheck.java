@@ -118,6 +118,10 @@ public final class JavaClientCheck {
             check(t != null && t.offset() == 0, "offsetsForTimes(0) is the first offset");
         }
 
+        for (String protocol : List.of("classic", "consumer")) {
+            groupCheck(base, topic, protocol, acked.size());
+        }
+
         try (Admin admin = Admin.create(base)) {
             admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(PARTITIONS + 1))).all().get();
             check(admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size() == PARTITIONS + 1, "createPartitions");
@@ -125,5 +129,57 @@ public final class JavaClientCheck {
             check(!admin.listTopics().names().get().contains(topic), "deleteTopics");
         }
         System.out.println("java client check passed");
+    }
+
+    /**
+     * Two group members (group.protocol=classic or consumer) share the topic:
+     * every record consumed once across them with commitSync after each poll,
+     * both get partitions, the group's commits end at the end offsets, and
+     * the admin client sees and then deletes the group.
+     */
+    static void groupCheck(Properties base, String topic, String protocol, int total) throws Exception {
+        String group = "java-" + protocol;
+        Properties cp = (Properties) base.clone();
+        cp.put("key.deserializer", ByteArrayDeserializer.class.getName());
+        cp.put("value.deserializer", ByteArrayDeserializer.class.getName());
+        cp.put("group.id", group);
+        cp.put("group.protocol", protocol);
+        cp.put("enable.auto.commit", "false");
+        cp.put("auto.offset.reset", "earliest");
+        cp.put("max.poll.records", "2000");
+        List<KafkaConsumer<byte[], byte[]>> members = List.of(new KafkaConsumer<>(cp), new KafkaConsumer<>(cp));
+        Set<String> seen = new HashSet<>();
+        int[] perMember = new int[2];
+        try {
+            for (KafkaConsumer<byte[], byte[]> m : members) m.subscribe(List.of(topic));
+            long deadline = System.currentTimeMillis() + 120_000;
+            while (seen.size() < total && System.currentTimeMillis() < deadline) {
+                for (int i = 0; i < 2; i++) {
+                    ConsumerRecords<byte[], byte[]> records = members.get(i).poll(Duration.ofMillis(200));
+                    for (ConsumerRecord<byte[], byte[]> r : records) {
+                        if (!seen.add(new String(r.value(), StandardCharsets.UTF_8))) check(false, protocol + " group: a record consumed twice");
+                        perMember[i]++;
+                    }
+                    if (!records.isEmpty()) members.get(i).commitSync();
+                }
+            }
+            check(seen.size() == total, protocol + " group: every record consumed exactly once across two members (" + seen.size() + ")");
+            check(perMember[0] > 0 && perMember[1] > 0, protocol + " group: both members got partitions " + Arrays.toString(perMember));
+            try (Admin admin = Admin.create(base)) {
+                Map<TopicPartition, OffsetAndMetadata> committed = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get();
+                long sum = committed.values().stream().mapToLong(OffsetAndMetadata::offset).sum();
+                check(sum == total, protocol + " group: commits end at the end offsets (" + sum + ")");
+                ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).all().get().get(group);
+                check(d.members().size() == 2, protocol + " group: describeConsumerGroups shows both members (" + d.groupState() + ")");
+                Collection<ConsumerGroupListing> listed = admin.listConsumerGroups().all().get();
+                check(listed.stream().anyMatch(l -> l.groupId().equals(group)), protocol + " group: listConsumerGroups lists it");
+            }
+        } finally {
+            for (KafkaConsumer<byte[], byte[]> m : members) m.close();
+        }
+        try (Admin admin = Admin.create(base)) {
+            admin.deleteConsumerGroups(List.of(group)).all().get();
+            check(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get().isEmpty(), protocol + " group: deleted with its offsets");
+        }
     }
 }
