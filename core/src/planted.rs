@@ -15,15 +15,19 @@ pub enum Bug {
     /// Recovery keeps the torn tail of the active segment instead of
     /// truncating it.
     TruncateTornTailOff,
+    /// The group coordinator applies and acknowledges an offset commit as
+    /// soon as its record is appended, before it is fsynced.
+    AckCommitBeforeFsync,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 2] = [Bug::SkipFsync, Bug::TruncateTornTailOff];
+    pub const ALL: [Bug; 3] = [Bug::SkipFsync, Bug::TruncateTornTailOff, Bug::AckCommitBeforeFsync];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::SkipFsync => "skip-fsync",
             Bug::TruncateTornTailOff => "truncate-torn-tail-off",
+            Bug::AckCommitBeforeFsync => "ack-commit-before-fsync",
         }
     }
 

@@ -86,6 +86,9 @@ pub struct Settings {
     /// Partitions of __consumer_offsets when it is created (offsets.topic.num.partitions) [default: 50]
     #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_NUM_PARTITIONS")]
     pub offsets_topic_num_partitions: Option<i32>,
+    /// A __consumer_offsets partition larger than this (and mostly superseded records) is cleaned [default: 16777216]
+    #[arg(long, env = "CHRONIK_OFFSETS_CLEANUP_BYTES")]
+    pub offsets_cleanup_bytes: Option<u64>,
 }
 
 impl Settings {
@@ -115,6 +118,7 @@ impl Settings {
             group_consumer_assignor: self.group_consumer_assignor.or(file.group_consumer_assignor),
             offsets_retention_minutes: self.offsets_retention_minutes.or(file.offsets_retention_minutes),
             offsets_topic_num_partitions: self.offsets_topic_num_partitions.or(file.offsets_topic_num_partitions),
+            offsets_cleanup_bytes: self.offsets_cleanup_bytes.or(file.offsets_cleanup_bytes),
         }
     }
 
@@ -216,7 +220,7 @@ fn group_config(s: &Settings) -> anyhow::Result<GroupConfig> {
         offsets_retention_ms: s.offsets_retention_minutes.map(|m| m.saturating_mul(60_000)).unwrap_or(d.offsets_retention_ms),
         offset_metadata_max_bytes: d.offset_metadata_max_bytes,
         offsets_topic_partitions: s.offsets_topic_num_partitions.unwrap_or(d.offsets_topic_partitions),
-        offsets_cleanup_bytes: d.offsets_cleanup_bytes,
+        offsets_cleanup_bytes: s.offsets_cleanup_bytes.unwrap_or(d.offsets_cleanup_bytes),
     };
     if g.min_session_timeout_ms < 1 || g.min_session_timeout_ms > g.max_session_timeout_ms {
         bail!("group-min-session-timeout-ms ({}) must be positive and at most group-max-session-timeout-ms ({})", g.min_session_timeout_ms, g.max_session_timeout_ms);
@@ -235,6 +239,9 @@ fn group_config(s: &Settings) -> anyhow::Result<GroupConfig> {
     }
     if g.offsets_retention_ms < 60_000 {
         bail!("offsets-retention-minutes must be at least 1");
+    }
+    if g.offsets_cleanup_bytes < 1024 {
+        bail!("offsets-cleanup-bytes must be at least 1024, not {}", g.offsets_cleanup_bytes);
     }
     if !(1..=1000).contains(&g.offsets_topic_partitions) {
         bail!("offsets-topic-num-partitions must be between 1 and 1000, not {}", g.offsets_topic_partitions);

@@ -30,6 +30,11 @@ impl Conn {
 
     /// One request, one answer (never pipelined), within [`IO_TIMEOUT`].
     pub async fn call(&mut self, key: ApiKey, version: i16, body: RequestKind) -> anyhow::Result<ResponseKind> {
+        self.call_within(key, version, body, IO_TIMEOUT).await
+    }
+
+    /// [`Conn::call`] with its own time limit (a JoinGroup may wait for the group).
+    pub async fn call_within(&mut self, key: ApiKey, version: i16, body: RequestKind, limit: Duration) -> anyhow::Result<ResponseKind> {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(key as i16)
@@ -56,7 +61,7 @@ impl Conn {
             }
             Ok(response)
         };
-        tokio::time::timeout(IO_TIMEOUT, exchange).await.context("request timed out")?
+        tokio::time::timeout(limit, exchange).await.context("request timed out")?
     }
 }
 

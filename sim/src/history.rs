@@ -13,10 +13,28 @@ pub enum Event {
     AckedOffsetUnknown { partition: Partition, values: Vec<String> },
     /// A consumer fetch: records in the order returned, and the HW it reported.
     Read { partition: Partition, records: Vec<(i64, String)>, high_watermark: i64 },
+    /// An OffsetCommit of a group's only member (one commit in flight at a
+    /// time), with what came of it.
+    Commit { group: String, offsets: Vec<(Partition, i64)>, outcome: CommitOutcome },
+    /// An OffsetFetch answered: the group's committed offset per partition
+    /// (-1 for none).
+    OffsetsFetched { group: String, offsets: Vec<(Partition, i64)> },
     /// A fault the world injected (crash, partition, disk error, ...).
     Fault(String),
     /// Something a checker should know about, e.g. a client-visible error.
     Note(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Answered `NONE`: it must be what OffsetFetch returns until the next.
+    Acked,
+    /// Refused before anything was written (wrong generation, unknown member,
+    /// rebalance in progress): it must never appear.
+    Refused,
+    /// No answer, or an error after the record may have been written: it
+    /// may appear (once durable), or never.
+    Unknown,
 }
 
 /// The events of one run plus the final read of every partition.

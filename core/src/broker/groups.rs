@@ -374,6 +374,10 @@ impl Broker {
                     }
                     Ok(mut appended) => {
                         let (partition, end, first) = appended.pop().expect("one group, one partition");
+                        if crate::planted::active(crate::planted::Bug::AckCommitBeforeFsync) {
+                            groups.apply_commit(&plan.group, std::mem::take(&mut plan.entries), first, now);
+                            return GroupAnswer::Now(ResponseKind::OffsetCommit(plan.response));
+                        }
                         let coordinator = self.groups.clone();
                         GroupAnswer::Durable {
                             waits: vec![(partition, end)],

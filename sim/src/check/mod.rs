@@ -2,6 +2,7 @@
 //! found as sentences; an empty list means the history is fine.
 
 mod acked_durable;
+mod commits;
 mod hw_monotonic;
 mod no_duplicates;
 mod offsets_dense;
@@ -22,6 +23,7 @@ pub const CHECKERS: &[Checker] = &[
     Checker { name: "offsets-dense", check: offsets_dense::check },
     Checker { name: "reads-match-log", check: reads_match_log::check },
     Checker { name: "hw-monotonic", check: hw_monotonic::check },
+    Checker { name: "commits", check: commits::check },
 ];
 
 /// Runs every checker; returns `(checker, violation)` pairs.
