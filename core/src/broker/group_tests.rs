@@ -285,3 +285,45 @@ fn cleaning_keeps_the_latest_records_and_drops_the_rest() {
         assert_eq!(fetched(&b, "solo", "t", p), 396 + p as i64);
     }
 }
+
+#[test]
+fn a_rotten_offsets_partition_makes_its_groups_unavailable_not_empty() {
+    let disk = SimDisk::new(16);
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let mut config = BrokerConfig::default();
+    config.group.offsets_topic_partitions = 2;
+    let open = || Broker::open(config.clone(), Arc::new(disk.clone()), clock.clone(), Arc::new(Rng::seeded(3))).unwrap();
+    let b = open();
+    create_topic(&b, "t", 1);
+    // "g" lives in partition 1 of 2 and "b" in partition 0 (Java hash parity).
+    assert_eq!(crate::group::partition_for("g", 2), 1);
+    assert_eq!(crate::group::partition_for("b", 2), 0);
+    for g in ["g", "b"] {
+        let Some(ResponseKind::OffsetCommit(r)) = call(&b, 9, RequestKind::OffsetCommit(commit(g, "", -1, "t", 0, 7))) else { panic!() };
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    }
+    b.shutdown();
+    drop(b);
+    let topics = disk.list(std::path::Path::new("topics")).unwrap();
+    let dir = topics.iter().find(|d| d.starts_with(OFFSETS_TOPIC)).unwrap();
+    let segment = std::path::PathBuf::from(format!("topics/{dir}/1/00000000000000000000.log"));
+    disk.flip_bit(&segment, 70, 3).unwrap();
+    let b = open();
+    let req = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(None),
+        OffsetFetchRequestGroup::default().with_group_id(GroupId(s("b"))).with_topics(None),
+    ]);
+    let Some(ResponseKind::OffsetFetch(r)) = call(&b, 9, RequestKind::OffsetFetch(req)) else { panic!() };
+    assert_eq!(r.groups[0].error_code, CoordinatorNotAvailable.code(), "not 'no offsets': consumers must not reset");
+    assert_eq!(r.groups[1].error_code, 0);
+    assert_eq!(r.groups[1].topics[0].partitions[0].committed_offset, 7);
+    let Some(ResponseKind::FindCoordinator(f)) =
+        call(&b, 4, RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g"), s("b")])))
+    else {
+        panic!()
+    };
+    assert_eq!(f.coordinators[0].error_code, CoordinatorNotAvailable.code());
+    assert_eq!(f.coordinators[1].error_code, 0);
+    let Some(ResponseKind::JoinGroup(j)) = call(&b, 9, RequestKind::JoinGroup(join("g", ""))) else { panic!() };
+    assert_eq!(j.error_code, CoordinatorNotAvailable.code());
+}

@@ -169,8 +169,8 @@ impl Broker {
     }
 
     /// Replays `__consumer_offsets` into the coordinator (at start).
-    pub(super) fn load_groups(&self) -> Result<(), String> {
-        let Some(topic) = self.topic(OFFSETS_TOPIC) else { return Ok(()) };
+    pub(super) fn load_groups(&self) {
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else { return };
         let now = self.clock.now_ms();
         let mut groups = self.groups();
         let mut live = self.offsets_log();
@@ -178,35 +178,25 @@ impl Broker {
         let mut records = 0usize;
         for p in &topic.partitions {
             let guard = p.lock();
-            let log = match &*guard {
-                Ok(log) => log,
-                Err(e) => return Err(format!("{OFFSETS_TOPIC}-{} is offline: {e}", p.index)),
+            let loaded = match &*guard {
+                Ok(log) => replay_partition(log, p.index, &mut groups, &mut live, now),
+                Err(e) => Err(format!("offline: {e}")),
             };
-            let (mut offset, end) = (log.log_start_offset(), log.high_watermark());
-            while offset < end {
-                let read = log.read(offset, 1 << 20, true, end).map_err(|e| e.to_string())?;
-                if read.bytes.is_empty() {
-                    break;
-                }
-                let mut buf = Bytes::from(read.bytes);
-                let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| format!("{OFFSETS_TOPIC}-{}: {e}", p.index))?;
-                for set in sets {
-                    for r in set.records {
-                        offset = r.offset + 1;
-                        let Some(key) = &r.key else { continue };
-                        if let Err(e) = groups.replay(key, r.value.as_deref(), r.offset, now) {
-                            tracing::warn!(partition = p.index, offset = r.offset, error = %e, "skipping an unreadable {OFFSETS_TOPIC} record");
-                            continue;
-                        }
-                        live.note(p.index, key, r.value.as_ref());
-                        records += 1;
-                    }
+            match loaded {
+                Ok(n) => records += n,
+                Err(e) => {
+                    tracing::error!(
+                        partition = p.index,
+                        error = %e,
+                        "cannot load {OFFSETS_TOPIC}-{}: its groups answer COORDINATOR_NOT_AVAILABLE until it loads at a restart",
+                        p.index
+                    );
+                    groups.mark_unavailable(p.index);
                 }
             }
         }
         groups.finish_replay(now);
         tracing::info!(records, groups = groups.group_ids().count(), "loaded consumer groups");
-        Ok(())
     }
 
     /// Runs the coordinator's timers. Returns whether anything changed.
@@ -277,12 +267,14 @@ impl Broker {
     fn find_coordinator(&self, r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
         let keys: Vec<String> = if version >= 4 { r.coordinator_keys.iter().map(|k| k.to_string()).collect() } else { vec![r.key.to_string()] };
         let available = self.offsets_topic();
+        let groups = self.groups();
         let answers: Vec<Coordinator> = keys
             .into_iter()
             .map(|key| {
                 let mut c = Coordinator::default().with_key(text(key.clone()));
                 let error: Result<(), (ResponseError, String)> = match (r.key_type, &available) {
                     (0, Ok(_)) if key.is_empty() => Err((InvalidRequest, "group id is empty".into())),
+                    (0, Ok(_)) if !groups.is_available(&key) => Err((CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} partition of '{key}' is not loaded"))),
                     (0, Ok(_)) => Ok(()),
                     (0, Err(e)) => Err((CoordinatorNotAvailable, e.clone())),
                     (1, _) => Err((CoordinatorNotAvailable, "transactions are not supported by this broker yet".into())),
@@ -448,6 +440,33 @@ impl Broker {
             other => unreachable!("not a group request: {:?}", std::mem::discriminant(&other)),
         }
     }
+}
+
+/// Replays one partition of `__consumer_offsets`; returns its record count.
+fn replay_partition(log: &crate::log::PartitionLog, index: i32, groups: &mut Groups, live: &mut OffsetsLog, now: i64) -> Result<usize, String> {
+    let mut records = 0;
+    let (mut offset, end) = (log.log_start_offset(), log.high_watermark());
+    while offset < end {
+        let read = log.read(offset, 1 << 20, true, end).map_err(|e| e.to_string())?;
+        if read.bytes.is_empty() {
+            break;
+        }
+        let mut buf = Bytes::from(read.bytes);
+        let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| e.to_string())?;
+        for set in sets {
+            for r in set.records {
+                offset = r.offset + 1;
+                let Some(key) = &r.key else { continue };
+                if let Err(e) = groups.replay(key, r.value.as_deref(), r.offset, now) {
+                    tracing::warn!(partition = index, offset = r.offset, error = %e, "skipping an unreadable {OFFSETS_TOPIC} record");
+                    continue;
+                }
+                live.note(index, key, r.value.as_ref());
+                records += 1;
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// Answers once `waits` are durable; if they cannot be, answers anyway (the

@@ -138,7 +138,7 @@ impl Broker {
         let groups = Arc::new(Mutex::new(crate::group::Groups::new(config.group.clone(), rng.clone())));
         let broker = Broker { config, disk, clock, rng, state: RwLock::new(State { catalog, topics, next_producer_id }), groups, offsets_log: Mutex::default() };
         broker.remove_orphans();
-        broker.load_groups().map_err(StartError::Catalog)?;
+        broker.load_groups();
         Ok(broker)
     }
 

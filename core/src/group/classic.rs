@@ -473,6 +473,9 @@ impl Groups {
         if group_id.is_empty() {
             return err(InvalidGroupId);
         }
+        if !self.is_available(group_id) {
+            return err(CoordinatorNotAvailable);
+        }
         let session = r.session_timeout_ms;
         if session < self.config.min_session_timeout_ms || session > self.config.max_session_timeout_ms {
             return err(InvalidSessionTimeout);
@@ -637,6 +640,9 @@ impl Groups {
         if group_id.is_empty() {
             return err(InvalidGroupId);
         }
+        if !self.is_available(group_id) {
+            return err(CoordinatorNotAvailable);
+        }
         let g = match self.classic_mut(group_id) {
             Ok(g) => g,
             Err(e) => return err(e),
@@ -699,6 +705,9 @@ impl Groups {
             if group_id.is_empty() {
                 return Err(InvalidGroupId);
             }
+            if !self.is_available(&group_id) {
+                return Err(CoordinatorNotAvailable);
+            }
             let g = self.classic_mut(&group_id)?;
             let member_id = r.member_id.to_string();
             g.check_member(&member_id, r.group_instance_id.as_deref())?;
@@ -726,6 +735,9 @@ impl Groups {
         } else {
             vec![(r.member_id.to_string(), None)]
         };
+        if !self.is_available(&group_id) {
+            return LeaveGroupResponse::default().with_error_code(CoordinatorNotAvailable.code());
+        }
         let g = match self.classic_mut(&group_id) {
             Ok(g) => g,
             Err(e) => return LeaveGroupResponse::default().with_error_code(e.code()),

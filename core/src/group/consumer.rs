@@ -427,6 +427,9 @@ impl Groups {
         if group_id.is_empty() {
             return bad("group id is empty");
         }
+        if !self.is_available(group_id) {
+            return Err((CoordinatorNotAvailable, format!("the __consumer_offsets partition of '{group_id}' is not loaded")));
+        }
         let epoch = r.member_epoch;
         let mut member_id = r.member_id.to_string();
         if version >= 1 && member_id.is_empty() {
@@ -648,6 +651,10 @@ impl Groups {
                 let name = id.0.to_string();
                 let mut d = CgDescribed::default().with_group_id(id);
                 match self.groups.get(&name) {
+                    _ if !self.is_available(&name) => {
+                        d.error_code = CoordinatorNotAvailable.code();
+                        d.group_state = text("Dead");
+                    }
                     Some(Group::Consumer(g)) => {
                         d.error_message = None;
                         d.group_state = text(g.state_name());

@@ -200,6 +200,9 @@ pub struct Groups {
     /// Since when each group (or offsets-only group) has been empty.
     empty_since: BTreeMap<String, i64>,
     writes: Vec<Write>,
+    /// `__consumer_offsets` partitions that could not be loaded: their
+    /// groups answer `COORDINATOR_NOT_AVAILABLE` until a restart loads them.
+    unavailable: std::collections::BTreeSet<i32>,
 }
 
 pub(crate) fn text(s: impl Into<String>) -> StrBytes {
@@ -216,7 +219,27 @@ impl Groups {
             written: BTreeMap::new(),
             empty_since: BTreeMap::new(),
             writes: Vec::new(),
+            unavailable: Default::default(),
         }
+    }
+
+    /// Whether the coordinator can serve `group` (its partition loaded).
+    pub fn is_available(&self, group: &str) -> bool {
+        self.unavailable.is_empty() || !self.unavailable.contains(&self.partition_for(group))
+    }
+
+    /// A partition that could not be (fully) loaded: forget what was read
+    /// of it, and answer its groups `COORDINATOR_NOT_AVAILABLE` — rather
+    /// than present them as empty, which would send consumers back to their
+    /// reset policy.
+    pub fn mark_unavailable(&mut self, partition: i32) {
+        self.unavailable.insert(partition);
+        let n = self.config.offsets_topic_partitions;
+        let mine = |g: &String| partition_for(g, n) == partition;
+        self.groups.retain(|g, _| !mine(g));
+        self.offsets.retain(|g, _| !mine(g));
+        self.written.retain(|g, _| !mine(g));
+        self.empty_since.retain(|g, _| !mine(g));
     }
 
     pub fn config(&self) -> &GroupConfig {

@@ -49,6 +49,9 @@ impl Groups {
         if group_id.is_empty() {
             return Err(InvalidGroupId);
         }
+        if !self.is_available(group_id) {
+            return Err(CoordinatorNotAvailable);
+        }
         let generation = r.generation_id_or_member_epoch;
         let member = r.member_id.as_str();
         let instance = r.group_instance_id.as_deref();
@@ -103,6 +106,9 @@ impl Groups {
     }
 
     fn validate_fetch(&self, group_id: &str, member_id: Option<&str>, epoch: i32) -> GroupResult<()> {
+        if !self.is_available(group_id) {
+            return Err(CoordinatorNotAvailable);
+        }
         match (self.groups.get(group_id), member_id) {
             (Some(Group::Consumer(g)), Some(member)) if !member.is_empty() => {
                 let m = g.members.get(member).ok_or(UnknownMemberId)?;
@@ -154,7 +160,7 @@ impl Groups {
                 .map(|g| {
                     let id = g.group_id.0.to_string();
                     let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                    let check = if version >= 9 { self.validate_fetch(&id, g.member_id.as_deref(), g.member_epoch) } else { Ok(()) };
+                    let check = self.validate_fetch(&id, if version >= 9 { g.member_id.as_deref() } else { None }, g.member_epoch);
                     if let Err(e) = check {
                         out.error_code = e.code();
                         return out;
@@ -183,6 +189,27 @@ impl Groups {
             return OffsetFetchResponse::default().with_groups(groups);
         }
         let id = r.group_id.0.to_string();
+        if let Err(e) = self.validate_fetch(&id, None, -1) {
+            // v1 has no top-level error: every partition asked for carries it.
+            let topics = r
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(
+                        t.partition_indexes
+                            .into_iter()
+                            .map(|p| OffsetFetchResponsePartition::default().with_partition_index(p).with_committed_offset(-1).with_error_code(e.code()))
+                            .collect(),
+                    )
+                })
+                .collect();
+            let mut response = OffsetFetchResponse::default().with_topics(topics);
+            if version >= 2 {
+                response.error_code = e.code();
+            }
+            return response;
+        }
         let wanted = r.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
         let topics = self
             .fetch_offsets(&id, wanted)
@@ -209,6 +236,7 @@ impl Groups {
     pub fn offset_delete(&mut self, r: OffsetDeleteRequest, topics: &Topics, now: i64) -> OffsetDeleteResponse {
         let id = r.group_id.0.to_string();
         let subscribed: Result<BTreeSet<String>, ResponseError> = match self.groups.get(&id) {
+            _ if !self.is_available(&id) => Err(CoordinatorNotAvailable),
             None if self.offsets.contains_key(&id) => Ok(BTreeSet::new()),
             None => Err(GroupIdNotFound),
             Some(g) if g.is_empty() => Ok(BTreeSet::new()),
@@ -279,6 +307,10 @@ impl Groups {
                     d.authorized_operations = GROUP_OPERATIONS;
                 }
                 match self.groups.get(&name) {
+                    _ if !self.is_available(&name) => {
+                        d.error_code = CoordinatorNotAvailable.code();
+                        d.group_state = text("Dead");
+                    }
                     Some(Group::Classic(g)) => {
                         d.group_state = text(g.state.name());
                         d.protocol_type = text(g.protocol_type.clone().unwrap_or_default());
@@ -325,6 +357,9 @@ impl Groups {
         ids.iter()
             .map(|id| {
                 let name = id.0.to_string();
+                if !self.is_available(&name) {
+                    return CoordinatorNotAvailable.code();
+                }
                 let exists = self.groups.contains_key(&name) || self.offsets.contains_key(&name);
                 if !exists {
                     return GroupIdNotFound.code();
