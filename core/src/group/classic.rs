@@ -592,6 +592,7 @@ impl Groups {
         }
         let m = g.members.get_mut(&member_id).expect("checked");
         let changed = m.protocols != protocols;
+        tracing::debug!(group = %group_id, member = %member_id, state = g.state.name(), changed, "JoinGroup from a member");
         m.protocols = protocols;
         m.session_timeout_ms = session;
         m.rebalance_timeout_ms = rebalance_timeout;
