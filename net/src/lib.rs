@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chronik_core::broker::{is_group_request, Broker, GroupAnswer, ProduceOutcome};
+use chronik_core::broker::{is_group_request, not_durable, Broker, GroupAnswer, Partition, ProduceOutcome};
 use chronik_core::group::Ctx;
 use chronik_proto::frame::{self, DecodeFrameError};
 use chronik_proto::ResponseError;
@@ -272,45 +272,56 @@ const GROUP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 async fn wait_group(shared: &Shared, answer: GroupAnswer) -> Option<ResponseKind> {
     match answer {
         GroupAnswer::Now(r) => Some(r),
-        GroupAnswer::Later(reply) => loop {
-            let notified = shared.groups_changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(r) = reply.take() {
-                return Some(r);
-            }
-            tokio::select! {
-                biased;
-                _ = &mut notified => {}
-                _ = shared.stopped() => return None,
-            }
-        },
-        GroupAnswer::Durable { waits, complete } => {
-            let deadline = Instant::now() + GROUP_WRITE_TIMEOUT;
-            loop {
-                let notified = shared.hw_advanced.notified();
+        GroupAnswer::Later { reply, group } => {
+            let response = loop {
+                let notified = shared.groups_changed.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let mut durable = true;
-                for (partition, offset) in &waits {
-                    match partition.high_watermark() {
-                        Some(hw) if hw >= *offset => {}
-                        Some(_) => durable = false,
-                        None => return Some(complete(false)),
-                    }
-                }
-                if durable {
-                    return Some(complete(true));
+                if let Some(r) = reply.take() {
+                    break r;
                 }
                 tokio::select! {
                     biased;
                     _ = &mut notified => {}
                     _ = shared.stopped() => return None,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        tracing::warn!("group coordinator records not durable in time");
-                        return Some(complete(false));
-                    }
                 }
+            };
+            match shared.broker.group_barrier(&group) {
+                Some(wait) => Some(if durable(shared, &[wait]).await? { response } else { not_durable(response) }),
+                None => Some(response),
+            }
+        }
+        GroupAnswer::Durable { waits, complete } => Some(complete(durable(shared, &waits).await?)),
+    }
+}
+
+/// Waits until every partition's HW reaches its offset: `Some(true)`, or
+/// `Some(false)` if one went offline or [`GROUP_WRITE_TIMEOUT`] passed;
+/// `None` at shutdown.
+async fn durable(shared: &Shared, waits: &[(Arc<Partition>, i64)]) -> Option<bool> {
+    let deadline = Instant::now() + GROUP_WRITE_TIMEOUT;
+    loop {
+        let notified = shared.hw_advanced.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let mut done = true;
+        for (partition, offset) in waits {
+            match partition.high_watermark() {
+                Some(hw) if hw >= *offset => {}
+                Some(_) => done = false,
+                None => return Some(false),
+            }
+        }
+        if done {
+            return Some(true);
+        }
+        tokio::select! {
+            biased;
+            _ = &mut notified => {}
+            _ = shared.stopped() => return None,
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!("group coordinator records not durable in time");
+                return Some(false);
             }
         }
     }

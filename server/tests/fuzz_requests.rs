@@ -104,7 +104,7 @@ fn run(broker: &Broker, frame: Vec<u8>) {
         body if is_group_request(&body) => {
             let response = match broker.handle_group(v, body, &Ctx::default()) {
                 GroupAnswer::Now(r) => Some(r),
-                GroupAnswer::Later(reply) => reply.take(),
+                GroupAnswer::Later { reply, .. } => reply.take(),
                 GroupAnswer::Durable { complete, .. } => {
                     broker.flush();
                     Some(complete(true))

@@ -41,7 +41,7 @@ fn ctx() -> Ctx {
 fn resolve(b: &Broker, answer: GroupAnswer) -> Option<ResponseKind> {
     match answer {
         GroupAnswer::Now(r) => Some(r),
-        GroupAnswer::Later(reply) => reply.take(),
+        GroupAnswer::Later { reply, .. } => reply.take(),
         GroupAnswer::Durable { waits, complete } => {
             b.flush();
             let durable = waits.iter().all(|(p, o)| p.high_watermark().is_some_and(|hw| hw >= *o));

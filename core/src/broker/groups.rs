@@ -18,13 +18,16 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 use super::{Broker, Partition, Topic, LEADER_EPOCH};
+use crate::group::record::Key;
 use crate::group::{Answer, Ctx, Groups, TopicInfo, Topics, Write, OFFSETS_TOPIC};
 
 /// What a group request answers with.
 pub enum GroupAnswer {
     Now(ResponseKind),
-    /// When the group gets there (JoinGroup, SyncGroup).
-    Later(crate::group::Reply),
+    /// When the group gets there (JoinGroup, SyncGroup); then, before it is
+    /// sent, whatever the coordinator appended for `group` must be durable
+    /// (see [`Broker::group_barrier`]).
+    Later { reply: crate::group::Reply, group: String },
     /// Once every `(partition, offset)` is below its HW (the coordinator's
     /// records are durable); `complete(true)` then builds the answer, and
     /// `complete(false)` if they never will be.
@@ -57,6 +60,10 @@ impl OffsetsLog {
             }
             None => {
                 live.remove(key);
+                // A group's tombstone takes its offsets with it.
+                if let Ok(Key::Group { group }) = Key::parse(key) {
+                    live.retain(|k, _| !matches!(Key::parse(k), Ok(Key::Offset { group: g, .. }) if g == group));
+                }
             }
         }
     }
@@ -116,7 +123,8 @@ impl Broker {
             return Ok(t);
         }
         let partitions = self.config.group.offsets_topic_partitions;
-        match self.create_topic(OFFSETS_TOPIC, partitions, BTreeMap::new(), false) {
+        let configs = [("retention.ms", "-1"), ("retention.bytes", "-1")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+        match self.create_topic(OFFSETS_TOPIC, partitions, configs, false) {
             Ok(_) => tracing::info!(partitions, "created the internal topic {OFFSETS_TOPIC}"),
             Err((TopicAlreadyExists, _)) => {}
             Err((e, message)) => return Err(format!("cannot create {OFFSETS_TOPIC}: {e:?}: {message}")),
@@ -185,6 +193,7 @@ impl Broker {
             match loaded {
                 Ok(n) => records += n,
                 Err(e) => {
+                    live.latest.remove(&p.index);
                     tracing::error!(
                         partition = p.index,
                         error = %e,
@@ -199,6 +208,18 @@ impl Broker {
         tracing::info!(records, groups = groups.group_ids().count(), "loaded consumer groups");
     }
 
+    /// Where a waiting group answer must be durable before it is sent: the
+    /// end of the group's `__consumer_offsets` partition. Taking the
+    /// coordinator's lock first makes sure the operation that filled the
+    /// answer has appended its records.
+    pub fn group_barrier(&self, group: &str) -> Option<(Arc<Partition>, i64)> {
+        let _ordered = self.groups();
+        let topic = self.topic(OFFSETS_TOPIC)?;
+        let p = topic.partition(crate::group::partition_for(group, topic.partitions.len() as i32))?.clone();
+        let end = p.log_end_offset()?;
+        Some((p, end))
+    }
+
     /// Runs the coordinator's timers. Returns whether anything changed.
     pub fn group_tick(&self) -> bool {
         let topics = self.topic_infos();
@@ -207,13 +228,13 @@ impl Broker {
         self.flush_group_writes(&mut groups);
         // Under the coordinator's lock: no record is appended meanwhile, so
         // the copies are the latest values.
-        self.clean_offsets_log();
+        self.clean_offsets_log(&groups);
         drop(groups);
         changed
     }
 
     /// Copy-forward cleaning of `__consumer_offsets` (see [`OffsetsLog`]).
-    fn clean_offsets_log(&self) {
+    fn clean_offsets_log(&self, groups: &Groups) {
         let now = self.clock.now_ms();
         let mut live = self.offsets_log();
         if now < live.next_check_ms {
@@ -223,6 +244,9 @@ impl Broker {
         let Some(topic) = self.topic(OFFSETS_TOPIC) else { return };
         let threshold = self.config.group.offsets_cleanup_bytes;
         for p in &topic.partitions {
+            if !groups.is_partition_available(p.index) {
+                continue; // what was not read must not be cleaned away
+            }
             let mut guard = p.lock();
             let Ok(log) = &mut *guard else { continue };
             if let Some(&(start, end)) = live.cleaning.get(&p.index) {
@@ -325,29 +349,31 @@ impl Broker {
                     }
                     return GroupAnswer::Now(ResponseKind::JoinGroup(resp));
                 }
+                let group = r.group_id.0.to_string();
                 let mut groups = self.groups();
                 let answer = groups.join_group(r, version, ctx, now);
-                self.flush_group_writes(&mut groups);
+                let waits = self.flush_group_writes(&mut groups);
                 match answer {
-                    Answer::Now(r) => GroupAnswer::Now(r),
-                    Answer::Later(reply) => GroupAnswer::Later(reply),
+                    Answer::Now(r) => durable_then(waits, r),
+                    Answer::Later(reply) => GroupAnswer::Later { reply, group },
                 }
             }
             RequestKind::SyncGroup(r) => {
+                let group = r.group_id.0.to_string();
                 let mut groups = self.groups();
                 let answer = groups.sync_group(r, version, now);
-                self.flush_group_writes(&mut groups);
+                let waits = self.flush_group_writes(&mut groups);
                 match answer {
-                    Answer::Now(r) => GroupAnswer::Now(r),
-                    Answer::Later(reply) => GroupAnswer::Later(reply),
+                    Answer::Now(r) => durable_then(waits, r),
+                    Answer::Later(reply) => GroupAnswer::Later { reply, group },
                 }
             }
             RequestKind::Heartbeat(r) => GroupAnswer::Now(ResponseKind::Heartbeat(self.groups().heartbeat(r, version, now))),
             RequestKind::LeaveGroup(r) => {
                 let mut groups = self.groups();
                 let response = groups.leave_group(r, version, now);
-                self.flush_group_writes(&mut groups);
-                GroupAnswer::Now(ResponseKind::LeaveGroup(response))
+                let waits = self.flush_group_writes(&mut groups);
+                durable_then(waits, ResponseKind::LeaveGroup(response))
             }
             RequestKind::OffsetCommit(r) => {
                 let topics = self.topic_infos();
@@ -367,7 +393,7 @@ impl Broker {
                     Ok(mut appended) => {
                         let (partition, end, first) = appended.pop().expect("one group, one partition");
                         if crate::planted::active(crate::planted::Bug::AckCommitBeforeFsync) {
-                            groups.apply_commit(&plan.group, std::mem::take(&mut plan.entries), first, now);
+                            groups.apply_commit(&plan.group, std::mem::take(&mut plan.entries), first, plan.seq, now);
                             return GroupAnswer::Now(ResponseKind::OffsetCommit(plan.response));
                         }
                         let coordinator = self.groups.clone();
@@ -376,7 +402,7 @@ impl Broker {
                             complete: Box::new(move |durable| {
                                 if durable {
                                     let mut g = coordinator.lock().expect("group coordinator poisoned");
-                                    g.apply_commit(&plan.group, std::mem::take(&mut plan.entries), first, now);
+                                    g.apply_commit(&plan.group, std::mem::take(&mut plan.entries), first, plan.seq, now);
                                 } else {
                                     plan.fail(CoordinatorNotAvailable);
                                 }
@@ -401,7 +427,7 @@ impl Broker {
             }
             RequestKind::DeleteGroups(r) => {
                 let mut groups = self.groups();
-                let codes = groups.delete_groups(&r.groups_names);
+                let codes = groups.delete_groups(&r.groups_names, now);
                 let waits = self.flush_group_writes(&mut groups);
                 let results = r
                     .groups_names
@@ -422,8 +448,8 @@ impl Broker {
                 let topics = self.topic_infos();
                 let mut groups = self.groups();
                 let response = groups.consumer_group_heartbeat(r, version, ctx, now, &topics);
-                self.flush_group_writes(&mut groups);
-                GroupAnswer::Now(ResponseKind::ConsumerGroupHeartbeat(response))
+                let waits = self.flush_group_writes(&mut groups);
+                durable_then(waits, ResponseKind::ConsumerGroupHeartbeat(response))
             }
             RequestKind::ConsumerGroupDescribe(r) => {
                 let topics = self.topic_infos();
@@ -469,13 +495,42 @@ fn replay_partition(log: &crate::log::PartitionLog, index: i32, groups: &mut Gro
     Ok(records)
 }
 
-/// Answers once `waits` are durable; if they cannot be, answers anyway (the
-/// change is already in effect in memory and is written again on the next).
+/// Answers once `waits` are durable — a member is never told of a state (a
+/// new member id, an epoch, a deletion) that a crash could take back — or
+/// with `COORDINATOR_NOT_AVAILABLE` if they cannot become durable.
 fn durable_then(waits: Vec<(Arc<Partition>, i64)>, response: ResponseKind) -> GroupAnswer {
     if waits.is_empty() {
         return GroupAnswer::Now(response);
     }
-    GroupAnswer::Durable { waits, complete: Box::new(move |_| response) }
+    GroupAnswer::Durable { waits, complete: Box::new(move |durable| if durable { response } else { not_durable(response) }) }
+}
+
+/// The answer to send instead of `response` when the coordinator's records
+/// could not be made durable: the same API, `COORDINATOR_NOT_AVAILABLE`
+/// (clients retry, finding the coordinator again).
+pub fn not_durable(response: ResponseKind) -> ResponseKind {
+    use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
+    let e = CoordinatorNotAvailable.code();
+    match response {
+        ResponseKind::JoinGroup(_) => ResponseKind::JoinGroup(JoinGroupResponse::default().with_error_code(e)),
+        ResponseKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(e)),
+        ResponseKind::LeaveGroup(r) => ResponseKind::LeaveGroup(r.with_error_code(e)),
+        ResponseKind::ConsumerGroupHeartbeat(_) => ResponseKind::ConsumerGroupHeartbeat(
+            kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(e)
+                .with_error_message(Some(text("the group coordinator could not record the change"))),
+        ),
+        ResponseKind::DeleteGroups(mut r) => {
+            for g in &mut r.results {
+                if g.error_code == 0 {
+                    g.error_code = e;
+                }
+            }
+            ResponseKind::DeleteGroups(r)
+        }
+        ResponseKind::OffsetDelete(r) => ResponseKind::OffsetDelete(r.with_error_code(e)),
+        other => other,
+    }
 }
 
 /// Topics clients may not write to or delete.

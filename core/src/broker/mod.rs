@@ -33,7 +33,7 @@ use catalog::{Catalog, TopicRecord};
 
 pub use admin::api_versions_table;
 pub use fetch::FetchOutcome;
-pub use groups::{is_group_request, is_internal, GroupAnswer};
+pub use groups::{is_group_request, is_internal, not_durable, GroupAnswer};
 pub use produce::{DurableWait, ProduceOutcome};
 
 /// The leader epoch of every partition on a single node.
@@ -58,6 +58,11 @@ pub struct Partition {
 impl Partition {
     fn lock(&self) -> MutexGuard<'_, Result<PartitionLog, String>> {
         self.log.lock().expect("partition lock poisoned")
+    }
+
+    /// The log end offset, or `None` if the partition is offline.
+    pub fn log_end_offset(&self) -> Option<i64> {
+        self.lock().as_ref().ok().filter(|l| l.offline().is_none()).map(|l| l.log_end_offset())
     }
 
     /// The high watermark, or `None` if the partition is offline.
@@ -263,6 +268,11 @@ impl Broker {
         for p in self.all_partitions() {
             let mut guard = p.lock();
             let Ok(log) = &mut *guard else { continue };
+            // The coordinator's records are deleted only by its own cleaning
+            // (which copies the live ones forward first), never by age.
+            if groups::is_internal(&p.topic) {
+                continue;
+            }
             if let Err(e) = log.enforce_retention(now) {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
             }

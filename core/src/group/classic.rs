@@ -255,7 +255,7 @@ impl ClassicGroup {
             self.members.remove(&id);
         }
         self.pending_members.clear();
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1).max(1);
         if self.members.is_empty() {
             self.state = ClassicState::Empty;
             self.protocol = None;
@@ -369,12 +369,12 @@ impl ClassicGroup {
         if generation < 0 && self.state == ClassicState::Empty {
             return Ok(()); // a standalone commit (admin or assign() consumer)
         }
-        if self.state == ClassicState::CompletingRebalance {
-            return Err(RebalanceInProgress);
-        }
         self.check_member(member_id, instance_id)?;
         if generation != self.generation {
             return Err(IllegalGeneration);
+        }
+        if self.state == ClassicState::CompletingRebalance {
+            return Err(RebalanceInProgress);
         }
         Ok(())
     }
@@ -752,16 +752,16 @@ impl Groups {
                     Some(id) if !member_id.is_empty() && *member_id != id => Err(FencedInstanceId),
                     Some(id) => Ok(id),
                 },
-                None if g.pending_members.remove(member_id).is_some() => Ok(String::new()),
+                None if g.pending_members.remove(member_id).is_some() => Ok(String::new()), // not a member yet
                 None if g.members.contains_key(member_id) => Ok(member_id.clone()),
                 None => Err(UnknownMemberId),
             };
             if let Ok(id) = &outcome {
                 if !id.is_empty() {
                     g.remove_member(id, UnknownMemberId);
+                    removed += 1;
+                    tracing::info!(group = %group_id, member = %id, "member left the group");
                 }
-                removed += 1;
-                tracing::info!(group = %group_id, member = %id, "member left the group");
             }
             results.push(
                 MemberResponse::default()

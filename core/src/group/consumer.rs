@@ -252,7 +252,12 @@ impl ConsumerGroup {
             m.pending_revocation.clear();
             m.revocation_deadline = None;
         }
-        let revoke = minus(&m.assigned, &target);
+        let mut revoke = minus(&m.assigned, &target);
+        if !revoke.is_empty() && owned.is_some_and(|o| minus(&revoke, o) == revoke) {
+            // The client already reports none of them: nothing to wait for.
+            m.assigned = minus(&m.assigned, &revoke);
+            revoke.clear();
+        }
         if !revoke.is_empty() {
             m.assigned = minus(&m.assigned, &revoke);
             m.pending_revocation = revoke;
@@ -285,7 +290,7 @@ impl ConsumerGroup {
             self.members.remove(id);
             self.target.remove(id);
         }
-        self.group_epoch += 1;
+        self.group_epoch = self.group_epoch.wrapping_add(1).max(1);
         self.update_target(topics, cfg);
         true
     }
@@ -303,8 +308,8 @@ impl ConsumerGroup {
         }
     }
 
-    pub(super) fn subscribed_topics(&self) -> BTreeSet<String> {
-        self.subscribed.keys().cloned().collect()
+    pub(super) fn subscribed_topics(&self, topics: &Topics) -> BTreeSet<String> {
+        self.subscription(topics).into_keys().collect()
     }
 }
 
@@ -496,7 +501,7 @@ impl Groups {
             } else {
                 g.members.remove(&member_id);
                 g.target.remove(&member_id);
-                g.group_epoch += 1;
+                g.group_epoch = g.group_epoch.wrapping_add(1).max(1);
                 g.update_target(topics, &cfg);
                 tracing::info!(group = %group_id, member = %member_id, "member left the consumer group");
             }
@@ -571,6 +576,9 @@ impl Groups {
             let Some(m) = g.members.get(&member_id) else {
                 return Err((UnknownMemberId, format!("group '{group_id}' has no member '{member_id}'")));
             };
+            if m.epoch == -2 {
+                return Err((FencedMemberEpoch, format!("member '{member_id}' left the group; it must rejoin with epoch 0")));
+            }
             let previous_ok = epoch == m.previous_epoch && owned.as_ref().is_some_and(|o| minus(o, &m.assigned).is_empty());
             if epoch != m.epoch && !previous_ok {
                 return Err((FencedMemberEpoch, format!("member epoch {epoch} is not the current {}", m.epoch)));
@@ -614,7 +622,7 @@ impl Groups {
             bump = true;
         }
         if bump {
-            g.group_epoch += 1;
+            g.group_epoch = g.group_epoch.wrapping_add(1).max(1);
         }
         g.update_target(topics, &cfg);
         let before = g.members[&member_id].assigned.clone();

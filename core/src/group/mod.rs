@@ -200,6 +200,15 @@ pub struct Groups {
     /// Since when each group (or offsets-only group) has been empty.
     empty_since: BTreeMap<String, i64>,
     writes: Vec<Write>,
+    /// Orders commits against deletions of the same offsets: a commit
+    /// prepared before a deletion must not apply after it (its record lies
+    /// before the tombstone, so a replay would not have it either).
+    seq: u64,
+    /// Deleted offsets: (group, topic, partition) -> (seq, when), kept for a
+    /// while so late commits can be checked against them.
+    deleted: BTreeMap<(String, String, i32), (u64, i64)>,
+    /// Deleted groups: group -> (seq, when).
+    deleted_groups: BTreeMap<String, (u64, i64)>,
     /// `__consumer_offsets` partitions that could not be loaded: their
     /// groups answer `COORDINATOR_NOT_AVAILABLE` until a restart loads them.
     unavailable: std::collections::BTreeSet<i32>,
@@ -220,7 +229,15 @@ impl Groups {
             empty_since: BTreeMap::new(),
             writes: Vec::new(),
             unavailable: Default::default(),
+            seq: 0,
+            deleted: BTreeMap::new(),
+            deleted_groups: BTreeMap::new(),
         }
+    }
+
+    /// Whether partition `p` of `__consumer_offsets` was loaded.
+    pub fn is_partition_available(&self, p: i32) -> bool {
+        !self.unavailable.contains(&p)
     }
 
     /// Whether the coordinator can serve `group` (its partition loaded).
@@ -292,12 +309,17 @@ impl Groups {
         self.writes.push(Write { group: group_id.to_string(), key: Key::group(group_id), value: Some(value) });
     }
 
-    /// Forgets a group and writes its tombstone.
-    fn remove_group(&mut self, group_id: &str) {
+    /// Deletes a group with all its offsets, and writes its tombstone — which
+    /// on replay also drops every offset of the group recorded before it, so
+    /// a commit still waiting for its fsync cannot bring the group back.
+    fn remove_group(&mut self, group_id: &str, now: i64) {
+        let seq = self.next_seq();
+        self.deleted_groups.insert(group_id.to_string(), (seq, now));
         self.groups.remove(group_id);
-        if self.written.remove(group_id).is_some() {
-            self.writes.push(Write { group: group_id.to_string(), key: Key::group(group_id), value: None });
-        }
+        self.offsets.remove(group_id);
+        self.written.remove(group_id);
+        self.empty_since.remove(group_id);
+        self.writes.push(Write { group: group_id.to_string(), key: Key::group(group_id), value: None });
     }
 
     fn note_emptiness(&mut self, group_id: &str, now: i64) {
@@ -321,10 +343,24 @@ impl Groups {
             .collect()
     }
 
-    /// Applies commits whose records are durable, the first at `log_offset`.
-    pub fn apply_commit(&mut self, group: &str, entries: Vec<(String, i32, OffsetValue)>, log_offset: i64, now: i64) {
+    /// A sequence number for a commit being prepared now.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Applies commits whose records are durable, the first at `log_offset`;
+    /// `seq` is the plan's (an offset deleted since is not brought back).
+    pub fn apply_commit(&mut self, group: &str, entries: Vec<(String, i32, OffsetValue)>, log_offset: i64, seq: u64, now: i64) {
+        if self.deleted_groups.get(group).is_some_and(|(at, _)| *at > seq) {
+            return; // the group was deleted after this commit was written
+        }
         for (i, (topic, partition, v)) in entries.into_iter().enumerate() {
-            self.set_offset(group, topic, partition, v, log_offset + i as i64);
+            let key = (group.to_string(), topic, partition);
+            if self.deleted.get(&key).is_some_and(|(at, _)| *at > seq) {
+                continue;
+            }
+            self.set_offset(group, key.1, partition, v, log_offset + i as i64);
         }
         self.note_emptiness(group, now);
     }
@@ -342,7 +378,11 @@ impl Groups {
     }
 
     /// Deletes committed offsets now (tombstones follow in the writes).
-    fn delete_offsets(&mut self, group: &str, keys: &[(String, i32)]) {
+    fn delete_offsets(&mut self, group: &str, keys: &[(String, i32)], now: i64) {
+        let seq = self.next_seq();
+        for k in keys {
+            self.deleted.insert((group.to_string(), k.0.clone(), k.1), (seq, now));
+        }
         if let Some(offsets) = self.offsets.get_mut(group) {
             for k in keys {
                 if offsets.remove(k).is_some() {
@@ -385,6 +425,7 @@ impl Groups {
                 None => {
                     self.groups.remove(&group);
                     self.written.remove(&group);
+                    self.offsets.remove(&group);
                 }
             },
         }
@@ -410,6 +451,9 @@ impl Groups {
     /// the retention. Returns whether anything changed (replies may be ready).
     pub fn tick(&mut self, now: i64, topics: &Topics) -> bool {
         let mut changed = false;
+        // Commits wait at most a few tens of seconds for their fsync.
+        self.deleted.retain(|_, (_, at)| now - *at < 300_000);
+        self.deleted_groups.retain(|_, (_, at)| now - *at < 300_000);
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in &ids {
             let c = match self.groups.get_mut(id) {
@@ -440,14 +484,14 @@ impl Groups {
                     .unwrap_or_default();
                 if !keys.is_empty() {
                     tracing::info!(group = %id, partitions = keys.len(), "offsets retention: deleting the committed offsets of an empty group");
-                    self.delete_offsets(&id, &keys);
+                    self.delete_offsets(&id, &keys, now);
                     changed = true;
                 }
                 if !self.offsets.contains_key(&id) {
-                    self.empty_since.remove(&id);
                     if self.groups.contains_key(&id) {
-                        self.remove_group(&id);
+                        self.remove_group(&id, now);
                     }
+                    self.empty_since.remove(&id);
                 }
             }
         }

@@ -29,6 +29,8 @@ pub struct CommitPlan {
     pub entries: Vec<(String, i32, OffsetValue)>,
     /// Where each entry's answer is: (topic index, partition index).
     pub slots: Vec<(usize, usize)>,
+    /// For [`Groups::apply_commit`].
+    pub seq: u64,
 }
 
 impl CommitPlan {
@@ -102,7 +104,8 @@ impl Groups {
             }
             out_topics.push(OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(parts));
         }
-        CommitPlan { group: group_id, response: OffsetCommitResponse::default().with_topics(out_topics), entries, slots }
+        let seq = self.next_seq();
+        CommitPlan { group: group_id, response: OffsetCommitResponse::default().with_topics(out_topics), entries, slots, seq }
     }
 
     fn validate_fetch(&self, group_id: &str, member_id: Option<&str>, epoch: i32) -> GroupResult<()> {
@@ -241,7 +244,7 @@ impl Groups {
             None => Err(GroupIdNotFound),
             Some(g) if g.is_empty() => Ok(BTreeSet::new()),
             Some(Group::Classic(g)) => g.subscribed_topics().ok_or(NonEmptyGroup),
-            Some(Group::Consumer(g)) => Ok(g.subscribed_topics()),
+            Some(Group::Consumer(g)) => Ok(g.subscribed_topics(topics)),
         };
         let subscribed = match subscribed {
             Ok(s) => s,
@@ -271,7 +274,7 @@ impl Groups {
                 OffsetDeleteResponseTopic::default().with_name(t.name).with_partitions(parts)
             })
             .collect();
-        self.delete_offsets(&id, &delete);
+        self.delete_offsets(&id, &delete, now);
         self.note_emptiness(&id, now);
         OffsetDeleteResponse::default().with_topics(out)
     }
@@ -353,7 +356,7 @@ impl Groups {
 
     /// DeleteGroups: each empty group goes with its offsets (tombstones in
     /// the writes). Returns each group's error code.
-    pub fn delete_groups(&mut self, ids: &[GroupId]) -> Vec<i16> {
+    pub fn delete_groups(&mut self, ids: &[GroupId], now: i64) -> Vec<i16> {
         ids.iter()
             .map(|id| {
                 let name = id.0.to_string();
@@ -367,11 +370,9 @@ impl Groups {
                 if self.groups.get(&name).is_some_and(|g| !g.is_empty()) {
                     return NonEmptyGroup.code();
                 }
-                let keys: Vec<(String, i32)> = self.offsets.get(&name).map(|o| o.keys().cloned().collect()).unwrap_or_default();
-                self.delete_offsets(&name, &keys);
-                self.remove_group(&name);
-                self.empty_since.remove(&name);
-                tracing::info!(group = %name, offsets = keys.len(), "deleted group");
+                let offsets = self.offsets.get(&name).map_or(0, |o| o.len());
+                self.remove_group(&name, now);
+                tracing::info!(group = %name, offsets, "deleted group");
                 0
             })
             .collect()

@@ -3,7 +3,8 @@
 //!
 //! Key `["o", group, topic, partition]`: a committed offset ([`OffsetValue`]).
 //! Key `["g", group]`: the group's membership snapshot ([`GroupSnapshot`]).
-//! A null value is a tombstone. The latest record per key wins.
+//! A null value is a tombstone. The latest record per key wins; a group's
+//! tombstone also deletes every offset of the group recorded before it.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -281,7 +281,7 @@ fn commit(g: &mut Groups, r: OffsetCommitRequest, log_offset: i64, now: i64) -> 
     let plan = g.prepare_commit(r, 9, &topics(), now);
     let code = plan.response.topics[0].partitions[0].error_code;
     if !plan.entries.is_empty() {
-        g.apply_commit(&plan.group, plan.entries, log_offset, now);
+        g.apply_commit(&plan.group, plan.entries, log_offset, plan.seq, now);
     }
     code
 }
@@ -305,7 +305,7 @@ fn offset_commits_are_checked_applied_and_replayed() {
     assert_eq!(fetch(&g, 1), -1);
     // An older record applied late does not win over a newer one.
     let plan = g.prepare_commit(commit_req(&a, generation, "t", 0, 7), 9, &topics(), 100);
-    g.apply_commit(G, plan.entries, -5, 100);
+    g.apply_commit(G, plan.entries, -5, plan.seq, 100);
     assert_eq!(fetch(&g, 0), 42);
 
     // Everything written replays into a fresh coordinator.
@@ -327,12 +327,16 @@ fn standalone_commits_and_group_deletion() {
     assert_eq!(commit(&mut g, commit_req("", -1, "t", 2, 5), 0, 0), 0);
     assert_eq!(fetch(&g, 2), 5);
     assert_eq!(g.group(G).unwrap().state_name(), "Empty");
-    assert_eq!(g.delete_groups(&[GroupId(text(G)), GroupId(text("none"))]), vec![0, GroupIdNotFound.code()]);
+    // A commit prepared before the deletion and durable after it stays deleted.
+    let late = g.prepare_commit(commit_req("", -1, "t", 3, 9), 9, &topics(), 0);
+    assert_eq!(g.delete_groups(&[GroupId(text(G)), GroupId(text("none"))], 0), vec![0, GroupIdNotFound.code()]);
+    g.apply_commit(G, late.entries, 10, late.seq, 0);
+    assert_eq!(fetch(&g, 3), -1);
     assert_eq!(fetch(&g, 2), -1);
     let tombstones = g.take_writes();
     assert!(tombstones.iter().all(|w| w.value.is_none()) && !tombstones.is_empty());
     let (mut g, _, _, _) = stable_pair();
-    assert_eq!(g.delete_groups(&[GroupId(text(G))]), vec![NonEmptyGroup.code()]);
+    assert_eq!(g.delete_groups(&[GroupId(text(G))], 0), vec![NonEmptyGroup.code()]);
 }
 
 #[test]
@@ -504,4 +508,43 @@ fn partition_for_matches_kafka() {
     assert_eq!(partition_for("", 50), 0);
     assert_eq!(partition_for("my-group", 50), 12);
     assert_eq!(partition_for("console-consumer-12345", 50), 6);
+}
+
+#[test]
+fn kip848_partitions_the_client_already_dropped_are_not_waited_for() {
+    let mut g = groups();
+    let t = topics();
+    let empty = Assignment::new();
+    let r = g.consumer_group_heartbeat(hb("A", 0, Some(&["t"]), Some(&empty)), 1, &ctx(), 0, &t);
+    let all = assignment_of(&r).unwrap();
+    g.consumer_group_heartbeat(hb("B", 0, Some(&["t"]), Some(&empty)), 1, &ctx(), 10, &t);
+    // A's next heartbeat already owns only what it will keep (say, after a
+    // lost response): it moves to the new epoch at once.
+    let target = consumer(&g).target["A"].clone();
+    assert!(parts(&target).len() < parts(&all).len());
+    let r = g.consumer_group_heartbeat(hb("A", 1, None, Some(&target)), 1, &ctx(), 20, &t);
+    assert_eq!(r.member_epoch, 2);
+    assert_eq!(member_state(consumer(&g), "A").1, MemberState::Stable);
+}
+
+#[test]
+fn kip848_a_static_member_that_left_comes_back_only_by_rejoining() {
+    let mut g = groups();
+    let t = topics();
+    let empty = Assignment::new();
+    let join = |id: &str| hb(id, 0, Some(&["t"]), Some(&empty)).with_instance_id(Some(text("i1")));
+    let r = g.consumer_group_heartbeat(join("A"), 1, &ctx(), 0, &t);
+    let owned = assignment_of(&r).unwrap();
+    let r = g.consumer_group_heartbeat(hb("A", -2, None, None), 1, &ctx(), 10, &t);
+    assert_eq!((r.error_code, r.member_epoch), (0, -2));
+    let r = g.consumer_group_heartbeat(hb("A", 1, None, Some(&owned)), 1, &ctx(), 20, &t);
+    assert_eq!(r.error_code, FencedMemberEpoch.code());
+    // The same instance under a new id takes over its partitions and epoch.
+    let r = g.consumer_group_heartbeat(join("A2"), 1, &ctx(), 30, &t);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.member_epoch, 1);
+    assert_eq!(assignment_of(&r).unwrap(), owned);
+    // While it is active, another process with the same instance id is refused.
+    let r = g.consumer_group_heartbeat(join("A3"), 1, &ctx(), 40, &t);
+    assert_eq!(r.error_code, UnreleasedInstanceId.code());
 }
