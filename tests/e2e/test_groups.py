@@ -313,3 +313,48 @@ def test_group_admin(broker_factory):
     with pytest.raises(KafkaException) as e:
         a.delete_consumer_groups(["never-existed"], request_timeout=15)["never-existed"].result()
     assert e.value.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND
+
+
+def test_static_member_restart_keeps_its_partitions(broker_factory):
+    """KIP-345 with librdkafka: a member with group.instance.id that restarts
+    within its session timeout gets its partitions back without a
+    rebalance — the other member is never asked to give anything up."""
+    b = broker_factory(*GROUP_ARGS)
+    topic, group = "static-t", "static-g"
+    create_topic(b.bootstrap, topic, PARTITIONS)
+    produce(b.bootstrap, topic, 0, 600)
+    events: list[tuple[str, str, list[int]]] = []
+
+    def consumer(name: str) -> Consumer:
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "client.id": name,
+                      "group.instance.id": name, "session.timeout.ms": 10000,
+                      "heartbeat.interval.ms": 500, "partition.assignment.strategy": "range",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        c.subscribe([topic],
+                    on_assign=lambda _c, ps: events.append((name, "assign", sorted(p.partition for p in ps))),
+                    on_revoke=lambda _c, ps: events.append((name, "revoke", sorted(p.partition for p in ps))))
+        return c
+
+    def pump(cs, until, limit=30):
+        deadline = time.monotonic() + limit
+        while not until() and time.monotonic() < deadline:
+            for c in cs:
+                c.poll(0.05)
+        assert until(), f"timed out; events: {events}"
+
+    a, bee = consumer("static-a"), consumer("static-b")
+    assigned = lambda name: [e for e in events if e[0] == name and e[1] == "assign" and e[2]]
+    pump([a, bee], lambda: assigned("static-a") and assigned("static-b"))
+    a_parts = assigned("static-a")[-1][2]
+    b_events_before = [e for e in events if e[0] == "static-b"]
+    a.close()  # a static member does not leave the group on close
+    a2 = consumer("static-a")
+    pump([a2, bee], lambda: len(assigned("static-a")) >= 2)
+    assert assigned("static-a")[-1][2] == a_parts, "the restarted static member gets its partitions back"
+    for _ in range(20):  # a little longer: nothing may happen to the other member
+        a2.poll(0.05)
+        bee.poll(0.05)
+    assert [e for e in events if e[0] == "static-b"] == b_events_before, \
+        f"the other member was disturbed: {events}"
+    a2.close()
+    bee.close()
