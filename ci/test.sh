@@ -38,6 +38,10 @@ step "Java client test harness (Maven Central: kafka-clients)"
 (cd tests/java && mvn -q -B package dependency:build-classpath -Dmdep.outputFile=target/classpath.txt)
 export CHRONIK_E2E_REQUIRE_JAVA=1
 
+step "Node.js client (npm: kafkajs)"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+export CHRONIK_E2E_REQUIRE_JS=1
+
 step "cargo build --release -p chronik-server"
 cargo build --release -p chronik-server
 
