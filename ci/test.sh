@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test, from a fresh machine: system and Python packages, the release
+# Every test, from a fresh machine: system, Python, Maven and npm packages, the release
 # build, the Rust tests, then the end-to-end tests with real Kafka clients.
 #   bash ci/test.sh
 set -euo pipefail
