@@ -393,6 +393,22 @@ impl ClassicGroup {
         Some(topics)
     }
 
+    /// The JoinGroup answer of the current generation for `member_id` (the
+    /// leader also gets every member's metadata).
+    fn current_join_response(&self, version: i16, member_id: &str, skip_assignment: bool) -> ResponseKind {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let leader = self.leader.clone().unwrap_or_default();
+        let is_leader = leader == member_id;
+        let members = if is_leader {
+            let all: Vec<_> = self.members.values().map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata(&protocol))).collect();
+            join_members(&all, version)
+        } else {
+            Vec::new()
+        };
+        let skip = skip_assignment && is_leader;
+        self_join_response(version, self.generation, &protocol, self.protocol_type.as_deref(), &leader, member_id, members, skip)
+    }
+
     pub fn members_summary(&self) -> Vec<(&ClassicMember, Bytes)> {
         let protocol = self.protocol.clone().unwrap_or_default();
         self.members.values().map(|m| (m, m.metadata(&protocol))).collect()
@@ -540,25 +556,9 @@ impl Groups {
                         m.assignment = assignment;
                         m.synced = true;
                         g.members.insert(new_id.clone(), m);
-                        let protocol = g.protocol.clone().unwrap_or_default();
-                        let leader = g.leader.clone().unwrap_or_default();
-                        let members = if leader == new_id {
-                            let all: Vec<_> = g.members.values().map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata(&protocol))).collect();
-                            join_members(&all, version)
-                        } else {
-                            Vec::new()
-                        };
                         tracing::info!(member = %new_id, instance = %instance, "static member rejoined; keeps its assignment");
-                        return Answer::Now(self_join_response(
-                            version,
-                            g.generation,
-                            &protocol,
-                            g.protocol_type.as_deref(),
-                            &leader,
-                            &new_id,
-                            members,
-                            version >= 9 && leader == new_id,
-                        ));
+                        // A leader keeps the current assignment (v9 says so).
+                        return Answer::Now(g.current_join_response(version, &new_id, true));
                     }
                     g.members.insert(new_id, m);
                     return rebalance_after_join(g, now, &cfg, reply, "static member rejoined with changes");
@@ -604,23 +604,11 @@ impl Groups {
                 g.maybe_complete_join(now);
                 Answer::Later(reply)
             }
-            ClassicState::CompletingRebalance if !changed => {
-                // A retried JoinGroup: the same answer again.
-                let protocol = g.protocol.clone().unwrap_or_default();
-                let leader = g.leader.clone().unwrap_or_default();
-                let members = if leader == member_id {
-                    let all: Vec<_> = g.members.values().map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata(&protocol))).collect();
-                    join_members(&all, version)
-                } else {
-                    Vec::new()
-                };
-                Answer::Now(self_join_response(version, g.generation, &protocol, g.protocol_type.as_deref(), &leader, &member_id, members, false))
-            }
+            // A retried JoinGroup: the same answer again.
+            ClassicState::CompletingRebalance if !changed => Answer::Now(g.current_join_response(version, &member_id, false)),
+            // A follower rejoining without changes: nothing to rebalance.
             ClassicState::Stable if !changed && g.leader.as_deref() != Some(member_id.as_str()) => {
-                // A follower rejoining without changes: nothing to rebalance.
-                let protocol = g.protocol.clone().unwrap_or_default();
-                let leader = g.leader.clone().unwrap_or_default();
-                Answer::Now(self_join_response(version, g.generation, &protocol, g.protocol_type.as_deref(), &leader, &member_id, Vec::new(), false))
+                Answer::Now(g.current_join_response(version, &member_id, false))
             }
             _ => {
                 m.join = Some((reply.clone(), version));
