@@ -513,12 +513,8 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 /// The error an operation on a group answers with.
 pub(crate) type GroupResult<T> = Result<T, ResponseError>;
 
+/// The wire error code of an outcome (0 for success).
 pub(crate) fn code(r: GroupResult<()>) -> i16 {
-    match r {
-        Ok(()) => NONE_CODE,
-        Err(e) => e.code(),
-    }
+    r.err().map_or(0, |e| e.code())
 }
-
-pub(crate) const NONE_CODE: i16 = 0;
 
