@@ -2,10 +2,15 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// Wall-clock milliseconds since the Unix epoch, as Kafka timestamps are.
-/// Under the simulator this is the simulated clock, which may jump.
+/// Wall-clock milliseconds since the Unix epoch, as Kafka timestamps are,
+/// and a monotonic clock for timeouts. Under the simulator both are
+/// simulated; the wall clock may jump, the monotonic one never does.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
+    /// Milliseconds from an arbitrary origin, never going back or jumping:
+    /// what session timeouts and deadlines are measured with, so that a
+    /// wall-clock step (NTP) neither expires every member nor freezes them.
+    fn monotonic_ms(&self) -> i64;
 }
 
 /// The system clock. (Under madsim, `SystemTime` is the simulated one.)
@@ -18,6 +23,11 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
+    }
+
+    fn monotonic_ms(&self) -> i64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_millis() as i64
     }
 }
 
@@ -40,5 +50,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// The same reading: tests move it forward only.
+    fn monotonic_ms(&self) -> i64 {
+        self.now_ms()
     }
 }

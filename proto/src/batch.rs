@@ -45,6 +45,10 @@ pub enum BatchError {
     BadLength(i32),
     #[error("batch CRC mismatch: header says {expected:#010x}, data has {actual:#010x}")]
     CrcMismatch { expected: u32, actual: u32 },
+    /// The base offset is not covered by the CRC: a stored batch whose base
+    /// offset does not follow its predecessor has been damaged.
+    #[error("batch claims base offset {found}; the log expects {expected}")]
+    OffsetMismatch { expected: i64, found: i64 },
 }
 
 /// The fixed header of one RecordBatch v2.

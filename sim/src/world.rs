@@ -41,6 +41,8 @@ pub const PARTITIONS: i32 = 2;
 const PRODUCERS: u32 = 2;
 /// Consumer groups, each with one member committing offsets.
 const GROUPS: u32 = 2;
+/// Members of the KIP-848 group `sim-k`.
+const KIP848_MEMBERS: u32 = 3;
 const BROKER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const PORT: u16 = 9092;
@@ -68,6 +70,11 @@ struct JumpClock {
 impl Clock for JumpClock {
     fn now_ms(&self) -> i64 {
         SystemClock.now_ms() + self.offset_ms.load(Ordering::SeqCst)
+    }
+
+    /// Jumps move the wall clock only, as an NTP step would.
+    fn monotonic_ms(&self) -> i64 {
+        SystemClock.monotonic_ms()
     }
 }
 
@@ -126,6 +133,9 @@ async fn world(opts: Options) -> Outcome {
                             offsets_topic_num_partitions: Some(3),
                             // Small, so the coordinator's log cleaning runs under faults.
                             offsets_cleanup_bytes: Some(4096),
+                            // Short, so KIP-848 members expire during faults.
+                            group_consumer_session_timeout_ms: Some(2000),
+                            group_consumer_heartbeat_interval_ms: Some(500),
                             ..Default::default()
                         };
                         let config = Config::from_settings(settings).expect("valid sim config");
@@ -183,7 +193,10 @@ async fn world(opts: Options) -> Outcome {
         .map(|id| client.spawn(producer(id, history.clone(), stop_producing.clone(), rotted.clone())))
         .collect();
     let consumer = client.spawn(consumer(history.clone(), stop_consuming.clone()));
-    let members: Vec<_> = (0..GROUPS).map(|g| client.spawn(group_member(g, history.clone(), stop_producing.clone()))).collect();
+    let members: Vec<_> = (0..GROUPS)
+        .map(|g| client.spawn(group_member(g, history.clone(), stop_producing.clone())))
+        .chain((0..KIP848_MEMBERS).map(|k| client.spawn(kip848_member(k, history.clone(), stop_producing.clone()))))
+        .collect();
 
     // Safety phase: faults.
     let safety_end = tokio::time::Instant::now() + opts.safety;
@@ -718,4 +731,50 @@ async fn final_offsets(g: u32, history: Shared<History>) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// A member of the KIP-848 group `sim-k`: heartbeats at its own pace with
+/// its epoch and the partitions it owns, adopts whatever assignment it is
+/// sent at once (revoking immediately), rejoins from epoch 0 when fenced or
+/// forgotten, and now and then leaves. The broker checks after every change
+/// that no partition has two owners (`ConsumerGroup::check_invariants`,
+/// on in this debug build); a violation panics the run.
+async fn kip848_member(k: u32, history: Shared<History>, stop: Arc<AtomicBool>) {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    let member = StrBytes::from_string(format!("k{k}"));
+    let mut epoch = 0;
+    let mut owned: Vec<TopicPartitions> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(mut conn) = Conn::connect(broker_addr()).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        while !stop.load(Ordering::SeqCst) {
+            let leave = epoch > 0 && thread_rng().gen_bool(0.03);
+            let req = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("sim-k")))
+                .with_member_id(member.clone())
+                .with_member_epoch(if leave { -1 } else { epoch })
+                .with_rebalance_timeout_ms(3_000)
+                .with_subscribed_topic_names(Some(vec![name(TOPIC)]))
+                .with_topic_partitions(Some(owned.clone()));
+            let Ok(ResponseKind::ConsumerGroupHeartbeat(r)) = conn.call(ApiKey::ConsumerGroupHeartbeat, 1, RequestKind::ConsumerGroupHeartbeat(req)).await else {
+                break; // reconnect; the same epoch is still ours unless the broker says otherwise
+            };
+            if leave || r.error_code == ResponseError::FencedMemberEpoch.code() || r.error_code == ResponseError::UnknownMemberId.code() {
+                epoch = 0;
+                owned.clear();
+            } else if r.error_code == 0 {
+                epoch = r.member_epoch;
+                if let Some(a) = r.assignment {
+                    owned = a.topic_partitions.into_iter().map(|tp| TopicPartitions::default().with_topic_id(tp.topic_id).with_partitions(tp.partitions)).collect();
+                }
+            }
+            if r.error_code != 0 {
+                history.lock().unwrap().push(Event::Note(format!("kip848 member k{k}: heartbeat error {}", r.error_code)));
+            }
+            let pause = Duration::from_millis(thread_rng().gen_range(100..600));
+            tokio::time::sleep(pause).await;
+        }
+    }
 }

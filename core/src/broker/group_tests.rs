@@ -327,3 +327,44 @@ fn a_rotten_offsets_partition_makes_its_groups_unavailable_not_empty() {
     let Some(ResponseKind::JoinGroup(j)) = call(&b, 9, RequestKind::JoinGroup(join("g", ""))) else { panic!() };
     assert_eq!(j.error_code, CoordinatorNotAvailable.code());
 }
+
+/// A clock whose wall time can be stepped independently of its monotonic time.
+struct SteppedClock {
+    wall: std::sync::atomic::AtomicI64,
+    mono: std::sync::atomic::AtomicI64,
+}
+
+impl crate::clock::Clock for SteppedClock {
+    fn now_ms(&self) -> i64 {
+        self.wall.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn monotonic_ms(&self) -> i64 {
+        self.mono.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn wall_clock_steps_neither_expire_nor_freeze_sessions() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let disk = SimDisk::new(17);
+    let clock = Arc::new(SteppedClock { wall: 1_000_000.into(), mono: 0.into() });
+    let mut config = BrokerConfig::default();
+    config.group.initial_rebalance_delay_ms = 0;
+    let b = Broker::open(config, Arc::new(disk.clone()), clock.clone(), Arc::new(Rng::seeded(3))).unwrap();
+    let (member, generation) = stable_group(&b, "g");
+    let heartbeat = |b: &Broker| {
+        let hb = HeartbeatRequest::default().with_group_id(GroupId(s("g"))).with_member_id(s(&member)).with_generation_id(generation);
+        let Some(ResponseKind::Heartbeat(h)) = call(b, 4, RequestKind::Heartbeat(hb)) else { panic!() };
+        h.error_code
+    };
+    // NTP steps the wall clock forward two hours: nobody's session is over.
+    clock.wall.fetch_add(7_200_000, SeqCst);
+    b.group_tick();
+    assert_eq!(heartbeat(&b), 0);
+    // Then back three hours, and the member goes silent: its 10 s session
+    // still ends 10 s later on the monotonic clock.
+    clock.wall.fetch_sub(10_800_000, SeqCst);
+    clock.mono.fetch_add(10_001, SeqCst);
+    b.group_tick();
+    assert_eq!(heartbeat(&b), UnknownMemberId.code());
+}

@@ -179,7 +179,7 @@ impl Broker {
     /// Replays `__consumer_offsets` into the coordinator (at start).
     pub(super) fn load_groups(&self) {
         let Some(topic) = self.topic(OFFSETS_TOPIC) else { return };
-        let now = self.clock.now_ms();
+        let now = self.clock.monotonic_ms();
         let mut groups = self.groups();
         let mut live = self.offsets_log();
         groups.set_offsets_partitions(topic.partitions.len() as i32);
@@ -224,7 +224,7 @@ impl Broker {
     pub fn group_tick(&self) -> bool {
         let topics = self.topic_infos();
         let mut groups = self.groups();
-        let changed = groups.tick(self.clock.now_ms(), &topics);
+        let changed = groups.tick(self.clock.monotonic_ms(), self.clock.now_ms(), &topics);
         self.flush_group_writes(&mut groups);
         // Under the coordinator's lock: no record is appended meanwhile, so
         // the copies are the latest values.
@@ -237,10 +237,11 @@ impl Broker {
     fn clean_offsets_log(&self, groups: &Groups) {
         let now = self.clock.now_ms();
         let mut live = self.offsets_log();
-        if now < live.next_check_ms {
+        let mono = self.clock.monotonic_ms();
+        if mono < live.next_check_ms {
             return;
         }
-        live.next_check_ms = now + CLEAN_CHECK_MS;
+        live.next_check_ms = mono + CLEAN_CHECK_MS;
         let Some(topic) = self.topic(OFFSETS_TOPIC) else { return };
         let threshold = self.config.group.offsets_cleanup_bytes;
         for p in &topic.partitions {
@@ -337,7 +338,8 @@ impl Broker {
 
     /// Handles a group coordinator request (see [`is_group_request`]).
     pub fn handle_group(&self, version: i16, body: RequestKind, ctx: &Ctx) -> GroupAnswer {
-        let now = self.clock.now_ms();
+        // Deadlines on the monotonic clock; commit timestamps on the wall.
+        let now = self.clock.monotonic_ms();
         match body {
             RequestKind::FindCoordinator(r) => GroupAnswer::Now(ResponseKind::FindCoordinator(self.find_coordinator(r, version))),
             RequestKind::JoinGroup(r) => {
@@ -378,7 +380,7 @@ impl Broker {
             RequestKind::OffsetCommit(r) => {
                 let topics = self.topic_infos();
                 let mut groups = self.groups();
-                let mut plan = groups.prepare_commit(r, version, &topics, now);
+                let mut plan = groups.prepare_commit(r, version, &topics, self.clock.now_ms());
                 self.flush_group_writes(&mut groups);
                 if plan.entries.is_empty() {
                     return GroupAnswer::Now(ResponseKind::OffsetCommit(plan.response));

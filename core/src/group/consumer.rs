@@ -292,7 +292,27 @@ impl ConsumerGroup {
         }
         self.group_epoch = self.group_epoch.wrapping_add(1).max(1);
         self.update_target(topics, cfg);
+        self.check_invariants();
         true
+    }
+
+    /// No partition is owned (assigned or awaiting revocation) by two
+    /// members. Checked after every change in debug builds — the unit tests
+    /// and the simulator — since it costs a pass over every assignment.
+    pub(super) fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let mut owner: BTreeMap<(Uuid, i32), &str> = BTreeMap::new();
+        for m in self.members.values() {
+            for (t, ps) in m.assigned.iter().chain(m.pending_revocation.iter()) {
+                for p in ps {
+                    if let Some(other) = owner.insert((*t, *p), &m.id) {
+                        panic!("partition {t}-{p} is owned by both {other} and {} (group epoch {})", m.id, self.group_epoch);
+                    }
+                }
+            }
+        }
     }
 
     /// OffsetCommit's check for KIP-848 members.
@@ -414,6 +434,9 @@ impl Groups {
                 heartbeat_error(e, message)
             }
         };
+        if let Some(Group::Consumer(g)) = self.groups.get(&group_id) {
+            g.check_invariants();
+        }
         self.persist(&group_id);
         self.note_emptiness(&group_id, now);
         response

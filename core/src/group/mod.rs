@@ -448,8 +448,10 @@ impl Groups {
 
     /// Expires members whose sessions lapsed, completes rebalances whose
     /// time is up, and deletes the offsets of groups empty for longer than
-    /// the retention. Returns whether anything changed (replies may be ready).
-    pub fn tick(&mut self, now: i64, topics: &Topics) -> bool {
+    /// the retention. `now` is monotonic (every deadline here is measured
+    /// on it); `wall` is the wall clock, for commit timestamps. Returns
+    /// whether anything changed (replies may be ready).
+    pub fn tick(&mut self, now: i64, wall: i64, topics: &Topics) -> bool {
         let mut changed = false;
         // Commits wait at most a few tens of seconds for their fsync.
         self.deleted.retain(|_, (_, at)| now - *at < 300_000);
@@ -480,7 +482,7 @@ impl Groups {
                 let keys: Vec<(String, i32)> = self
                     .offsets
                     .get(&id)
-                    .map(|o| o.iter().filter(|(_, c)| now - c.commit_timestamp > self.config.offsets_retention_ms).map(|(k, _)| k.clone()).collect())
+                    .map(|o| o.iter().filter(|(_, c)| wall - c.commit_timestamp > self.config.offsets_retention_ms).map(|(k, _)| k.clone()).collect())
                     .unwrap_or_default();
                 if !keys.is_empty() {
                     tracing::info!(group = %id, partitions = keys.len(), "offsets retention: deleting the committed offsets of an empty group");

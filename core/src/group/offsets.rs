@@ -69,7 +69,8 @@ impl Groups {
         }
     }
 
-    pub fn prepare_commit(&mut self, r: OffsetCommitRequest, version: i16, topics: &Topics, now: i64) -> CommitPlan {
+    /// `wall` stamps the commits (Kafka's commit timestamp).
+    pub fn prepare_commit(&mut self, r: OffsetCommitRequest, version: i16, topics: &Topics, wall: i64) -> CommitPlan {
         let group_id = r.group_id.0.to_string();
         let check = self.validate_commit(&group_id, &r, version);
         if let Err(e) = check {
@@ -93,7 +94,7 @@ impl Groups {
                 };
                 if error.is_none() {
                     let leader_epoch = if version >= 6 { p.committed_leader_epoch } else { -1 };
-                    entries.push((name.clone(), p.partition_index, OffsetValue { offset: p.committed_offset, leader_epoch, metadata, commit_timestamp: now }));
+                    entries.push((name.clone(), p.partition_index, OffsetValue { offset: p.committed_offset, leader_epoch, metadata, commit_timestamp: wall }));
                     slots.push((ti, pi));
                 }
                 parts.push(

@@ -147,9 +147,9 @@ fn a_silent_member_expires_and_the_rest_rebalance() {
     // Only A heartbeats; B's 10 s session runs out.
     for t in (1_000..=10_000).step_by(1_000) {
         assert_eq!(heartbeat(&mut g, &a, generation, t), 0);
-        g.tick(t, &topics);
+        g.tick(t, t, &topics);
     }
-    g.tick(10_100, &topics);
+    g.tick(10_100, 10_100, &topics);
     assert_eq!(state(&g), "PreparingRebalance");
     assert_eq!(heartbeat(&mut g, &b, generation, 10_200), UnknownMemberId.code());
     let ra = later(g.join_group(join_req(&a, None, &["range"]), 9, &ctx(), 10_300));
@@ -189,11 +189,11 @@ fn a_member_that_never_syncs_is_removed_and_the_group_moves_on() {
     // timeout (30 s) it is dropped and the group is empty again, not stuck.
     for t in (5_000..30_000).step_by(5_000) {
         assert_eq!(heartbeat(&mut g, &a, 1, t), 0);
-        g.tick(t, &Topics::new());
+        g.tick(t, t, &Topics::new());
     }
-    g.tick(29_000, &Topics::new());
+    g.tick(29_000, 29_000, &Topics::new());
     assert_eq!(state(&g), "CompletingRebalance");
-    g.tick(30_000, &Topics::new());
+    g.tick(30_000, 30_000, &Topics::new());
     assert_eq!(state(&g), "Empty");
     assert_eq!(heartbeat(&mut g, &a, 1, 30_100), UnknownMemberId.code());
 }
@@ -205,7 +205,7 @@ fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
     let (_c, rc) = join_new(&mut g, 100);
     let rb = later(g.join_group(join_req(&b, None, &["range"]), 9, &ctx(), 200));
     assert!(!rc.is_filled());
-    g.tick(100 + 30_000, &Topics::new());
+    g.tick(100 + 30_000, 100 + 30_000, &Topics::new());
     let (jb, jc) = (joined(&rb), joined(&rc));
     assert_eq!(jb.generation_id, generation + 1);
     assert_eq!(jc.generation_id, generation + 1);
@@ -343,9 +343,9 @@ fn standalone_commits_and_group_deletion() {
 fn offsets_of_an_empty_group_expire_after_the_retention() {
     let mut g = Groups::new(GroupConfig { offsets_retention_ms: 1_000, ..GroupConfig::default() }, Arc::new(Rng::seeded(1)));
     assert_eq!(commit(&mut g, commit_req("", -1, "t", 0, 5), 0, 0), 0);
-    g.tick(500, &topics());
+    g.tick(500, 500, &topics());
     assert_eq!(fetch(&g, 0), 5);
-    g.tick(1_500, &topics());
+    g.tick(1_500, 1_500, &topics());
     assert_eq!(fetch(&g, 0), -1);
     assert!(g.group(G).is_none());
 }
@@ -449,7 +449,7 @@ fn kip848_fencing_expiry_and_bad_requests() {
     assert_eq!(now_join(g.join_group(join_req("", None, &["range"]), 9, &ctx(), 30)).error_code, InconsistentGroupProtocol.code());
 
     // A's session (45 s) lapses: it is removed and the epoch moves on.
-    g.tick(45_001, &t);
+    g.tick(45_001, 45_001, &t);
     assert!(consumer(&g).members.is_empty());
     assert_eq!(consumer(&g).state_name(), "Empty");
     let r = g.consumer_group_heartbeat(hb("A", 1, None, None), 1, &ctx(), 45_100, &t);

@@ -485,11 +485,21 @@ impl PartitionLog {
         let mut out = Vec::new();
         let mut pos = self.segments[i].position_for(offset);
         // Skip the batches wholly before `offset` in the first segment.
+        // Base offsets are outside the batch CRC, so their continuity is
+        // checked here: a flipped bit there must not move records.
         let first = &self.segments[i];
+        let mut expected: Option<i64> = None;
         while let Some(h) = first.header_at(pos)? {
+            if let Some(e) = expected.filter(|e| *e != h.base_offset) {
+                return Err(first.corrupt(pos, BatchError::OffsetMismatch { expected: e, found: h.base_offset }));
+            }
             if h.last_offset() >= offset {
+                if h.base_offset > offset {
+                    return Err(first.corrupt(pos, BatchError::OffsetMismatch { expected: offset, found: h.base_offset }));
+                }
                 break;
             }
+            expected = Some(h.last_offset() + 1);
             pos += h.total_len() as u64;
         }
         // Then whole batches, segment after segment, until the budget, the
@@ -518,6 +528,9 @@ impl PartitionLog {
                     stop = true; // a partial batch at the end of the window
                     break;
                 };
+                if let Some(e) = expected.filter(|e| *e != h.base_offset) {
+                    return Err(seg.corrupt(pos + keep as u64, BatchError::OffsetMismatch { expected: e, found: h.base_offset }));
+                }
                 if h.last_offset() >= upper {
                     stop = true;
                     break;
@@ -525,6 +538,7 @@ impl PartitionLog {
                 if let Err(reason) = batch::validate(&bytes[keep..end]) {
                     return Err(seg.corrupt(pos + keep as u64, reason));
                 }
+                expected = Some(h.last_offset() + 1);
                 keep = end;
             }
             out.extend_from_slice(&bytes[..keep]);

@@ -123,6 +123,24 @@ fn bit_rot_below_the_recovery_point_is_corruption_and_above_it_a_torn_tail() {
     assert_eq!(log.log_end_offset(), 5, "the corrupt unsynced batch is cut");
 }
 
+#[test]
+fn a_damaged_base_offset_is_corruption_not_moved_records() {
+    // The batch CRC does not cover the base offset (bytes 0-7): a flipped
+    // bit there must be caught by the offset continuity check.
+    let disk = SimDisk::new(6);
+    let mut log = open(&disk, LogConfig::default());
+    for i in 0..3 {
+        log.append(simple(2, i), 0, 0).unwrap();
+    }
+    log.flush(0).unwrap();
+    let seg_path = log.active().path().to_path_buf();
+    let first_len = offsets_len(&log);
+    // The second batch's base offset 2 becomes 6.
+    disk.flip_bit(&seg_path, first_len + 7, 2).unwrap();
+    assert!(matches!(log.read(0, 1 << 20, true, 6), Err(LogError::Corrupt { .. })), "read from before it");
+    assert!(matches!(log.read(2, 1 << 20, true, 6), Err(LogError::Corrupt { .. })), "read from it");
+}
+
 fn offsets_len(log: &PartitionLog) -> u64 {
     let r = log.read(0, 1, true, log.high_watermark()).unwrap();
     r.bytes.len() as u64
