@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test, from a fresh machine: system, Python, Maven and npm packages, the release
+# Every test, from a fresh machine: system, Python, Maven, npm and Go packages, the release
 # build, the Rust tests, then the end-to-end tests with real Kafka clients.
 #   bash ci/test.sh
 set -euo pipefail
@@ -41,6 +41,10 @@ export CHRONIK_E2E_REQUIRE_JAVA=1
 step "Node.js client (npm: kafkajs)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 export CHRONIK_E2E_REQUIRE_JS=1
+
+step "Go clients (Go module proxy: franz-go, sarama)"
+(cd tests/go && go build -o target/chronik-go-e2e .)
+export CHRONIK_E2E_REQUIRE_GO=1
 
 step "cargo build --release -p chronik-server"
 cargo build --release -p chronik-server
