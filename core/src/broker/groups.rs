@@ -14,12 +14,11 @@ use kafka_protocol::messages::{
     BrokerId, ConsumerGroupDescribeResponse, DeleteGroupsResponse, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
     RequestKind, ResponseKind,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 use super::{Broker, Partition, Topic, LEADER_EPOCH};
 use crate::group::record::Key;
-use crate::group::{Answer, Ctx, Groups, TopicInfo, Topics, Write, OFFSETS_TOPIC};
+use crate::group::{text, Answer, Ctx, Groups, TopicInfo, Topics, Write, OFFSETS_TOPIC};
 
 /// What a group request answers with.
 pub enum GroupAnswer {
@@ -92,10 +91,6 @@ pub fn is_group_request(body: &RequestKind) -> bool {
             | RequestKind::ConsumerGroupHeartbeat(_)
             | RequestKind::ConsumerGroupDescribe(_)
     )
-}
-
-fn text(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
 }
 
 impl Broker {
@@ -455,14 +450,7 @@ impl Broker {
             }
             RequestKind::ConsumerGroupDescribe(r) => {
                 let topics = self.topic_infos();
-                let mut described = self.groups().consumer_group_describe(r.group_ids, version, &topics);
-                if r.include_authorized_operations {
-                    for d in &mut described {
-                        if d.error_code == 0 {
-                            d.authorized_operations = (1 << 3) | (1 << 6) | (1 << 8);
-                        }
-                    }
-                }
+                let described = self.groups().consumer_group_describe(r.group_ids, r.include_authorized_operations, version, &topics);
                 GroupAnswer::Now(ResponseKind::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default().with_groups(described)))
             }
             other => unreachable!("not a group request: {:?}", std::mem::discriminant(&other)),

@@ -98,7 +98,9 @@ fn sync_response(version: i16, error: Option<ResponseError>, group: Option<&Clas
 }
 
 impl ClassicGroup {
-    fn new() -> ClassicGroup {
+    /// An empty group: before its first member, or made by a standalone
+    /// offset commit.
+    pub(super) fn new() -> ClassicGroup {
         ClassicGroup {
             state: ClassicState::Empty,
             generation: 0,
@@ -112,11 +114,6 @@ impl ClassicGroup {
             delay_cap: 0,
             sync_deadline: 0,
         }
-    }
-
-    /// An empty group created by a standalone offset commit.
-    pub(super) fn empty() -> ClassicGroup {
-        ClassicGroup::new()
     }
 
     pub(super) fn snapshot(&self) -> Option<GroupSnapshot> {

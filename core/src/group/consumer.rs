@@ -19,7 +19,7 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use uuid::Uuid;
 
 use super::record::{Assignment, ConsumerMemberSnapshot, ConsumerSnapshot, GroupSnapshot};
-use super::{text, Ctx, Group, GroupConfig, GroupResult, Groups, TopicInfo, Topics};
+use super::{text, Ctx, Group, GroupConfig, GroupResult, Groups, TopicInfo, Topics, GROUP_OPERATIONS};
 
 pub const ASSIGNORS: &[&str] = &["uniform", "range"];
 
@@ -663,7 +663,7 @@ impl Groups {
         Ok(response)
     }
 
-    pub fn consumer_group_describe(&self, ids: Vec<GroupId>, version: i16, topics: &Topics) -> Vec<CgDescribed> {
+    pub fn consumer_group_describe(&self, ids: Vec<GroupId>, include_operations: bool, version: i16, topics: &Topics) -> Vec<CgDescribed> {
         let names: BTreeMap<Uuid, &String> = topics.iter().map(|(n, i)| (i.id, n)).collect();
         let wire = |a: &Assignment| {
             cgd::Assignment::default().with_topic_partitions(
@@ -692,7 +692,7 @@ impl Groups {
                         d.group_epoch = g.group_epoch;
                         d.assignment_epoch = g.assignment_epoch;
                         d.assignor_name = text(g.assignor.clone());
-                        d.authorized_operations = i32::MIN;
+                        d.authorized_operations = if include_operations { GROUP_OPERATIONS } else { i32::MIN };
                         d.members = g
                             .members
                             .values()

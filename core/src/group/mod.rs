@@ -214,6 +214,10 @@ pub struct Groups {
     unavailable: std::collections::BTreeSet<i32>,
 }
 
+/// Kafka's authorized-operations bits for a group without an authorizer:
+/// READ (3), DELETE (6), DESCRIBE (8).
+pub(crate) const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
 pub(crate) fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
@@ -259,10 +263,6 @@ impl Groups {
         self.empty_since.retain(|g, _| !mine(g));
     }
 
-    pub fn config(&self) -> &GroupConfig {
-        &self.config
-    }
-
     /// The partition count of an existing `__consumer_offsets` wins over
     /// the configured one (groups must stay where their records are).
     pub fn set_offsets_partitions(&mut self, partitions: i32) {
@@ -286,10 +286,6 @@ impl Groups {
 
     pub fn group_ids(&self) -> impl Iterator<Item = &String> {
         self.groups.keys()
-    }
-
-    pub fn offsets(&self, group: &str) -> Option<&BTreeMap<(String, i32), Committed>> {
-        self.offsets.get(group)
     }
 
     fn member_id(&self, client_id: &str) -> String {
@@ -438,7 +434,7 @@ impl Groups {
         // when their first standalone commit created them.
         let orphans: Vec<String> = self.offsets.keys().filter(|g| !self.groups.contains_key(*g)).cloned().collect();
         for id in orphans {
-            self.groups.insert(id, Group::Classic(ClassicGroup::empty()));
+            self.groups.insert(id, Group::Classic(ClassicGroup::new()));
         }
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {

@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 
 use super::classic::{ClassicGroup, ClassicState};
 use super::record::OffsetValue;
-use super::{text, Group, GroupResult, Groups, Topics};
+use super::{text, Group, GroupResult, Groups, Topics, GROUP_OPERATIONS};
 
 /// A validated OffsetCommit: the response as it will be if the records
 /// become durable, and what to write.
@@ -42,9 +42,6 @@ impl CommitPlan {
     }
 }
 
-/// Kafka's authorized-operations bits for a group without an authorizer:
-/// READ (3), DELETE (6), DESCRIBE (8).
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 impl Groups {
     fn validate_commit(&mut self, group_id: &str, r: &OffsetCommitRequest, version: i16) -> GroupResult<()> {
@@ -60,7 +57,7 @@ impl Groups {
         match self.groups.get(group_id) {
             None if generation < 0 => {
                 // A standalone commit creates an empty group, as in Kafka.
-                self.groups.insert(group_id.to_string(), Group::Classic(ClassicGroup::empty()));
+                self.groups.insert(group_id.to_string(), Group::Classic(ClassicGroup::new()));
                 Ok(())
             }
             None => Err(if version >= 9 { GroupIdNotFound } else { IllegalGeneration }),
