@@ -95,10 +95,13 @@ impl ProducerStates {
         if h.base_sequence == expected {
             return Ok(SequenceCheck::Append);
         }
-        // Behind the last written sequence (modulo wrap-around) means a retry
-        // older than the cache; ahead means records were lost in between.
-        let behind = (last.last_seq as i64 - h.base_sequence as i64).rem_euclid(1 << 31);
-        if behind < (1 << 30) {
+        // Wholly behind the last written sequence (modulo wrap-around) means a
+        // retry older than the cache: every record of it was written. A batch
+        // that only overlaps the written range also carries unwritten records,
+        // so it is out of order (as in Kafka), never a duplicate: a client
+        // treats a duplicate as written. Ahead means records were lost between.
+        let behind = |seq: i32| (last.last_seq as i64 - seq as i64).rem_euclid(1 << 31) < (1 << 30);
+        if behind(h.base_sequence) && behind(h.last_sequence()) {
             Err(SequenceError::DuplicateOld { producer_id, got: h.base_sequence })
         } else {
             Err(SequenceError::OutOfOrder { producer_id, expected, got: h.base_sequence })
@@ -192,6 +195,15 @@ mod tests {
         assert_eq!(s.producers[&1].batches.len(), BATCHES_CACHED);
         assert!(matches!(s.check(&header(1, 0, 6, 1, -1)), Ok(SequenceCheck::Duplicate(_))));
         assert!(matches!(s.check(&header(1, 0, 0, 1, -1)), Err(SequenceError::DuplicateOld { .. })));
+    }
+
+    #[test]
+    fn a_batch_overlapping_the_written_range_is_out_of_order() {
+        let mut s = ProducerStates::default();
+        s.record(&header(1, 0, 10, 5, 0)); // sequences 10..=14
+        // 12..=16 carries 15 and 16, never written: not a duplicate.
+        assert!(matches!(s.check(&header(1, 0, 12, 5, -1)), Err(SequenceError::OutOfOrder { expected: 15, .. })));
+        assert!(matches!(s.check(&header(1, 0, 11, 3, -1)), Err(SequenceError::DuplicateOld { .. })));
     }
 
     #[test]

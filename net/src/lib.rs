@@ -173,10 +173,12 @@ fn start(frame: Bytes, shared: &Arc<Shared>, peer: SocketAddr) -> Result<Answer,
     let request = match frame::decode_request(frame) {
         Ok(r) => r,
         Err(DecodeFrameError::UnsupportedVersion { api_key: ApiKey::ApiVersions, api_version, correlation_id }) => {
-            // Kafka answers an ApiVersions it cannot parse with v0 and the
-            // versions it has, so the client can pick one.
-            tracing::info!(api_version, "ApiVersions version not supported; answering with the supported table");
-            let body = ResponseKind::ApiVersions(chronik_core::broker::api_versions_table(ResponseError::UnsupportedVersion.code()));
+            // Kafka answers an ApiVersions it cannot parse with v0, naming only
+            // the ApiVersions versions it has, so the client can retry with one.
+            tracing::info!(api_version, "ApiVersions version not supported; answering with the supported range");
+            let mut table = chronik_core::broker::api_versions_table(ResponseError::UnsupportedVersion.code());
+            table.api_keys.retain(|k| k.api_key == ApiKey::ApiVersions as i16);
+            let body = ResponseKind::ApiVersions(table);
             let bytes = encode(ApiKey::ApiVersions, 0, correlation_id, body);
             return Ok(Box::pin(async move { bytes }));
         }

@@ -36,7 +36,7 @@ pub const SUPPORTED: &[Supported] = &[
     s(ApiKey::ApiVersions, 0, 4),
     s(ApiKey::CreateTopics, 2, 7),
     s(ApiKey::DeleteTopics, 1, 6),
-    s(ApiKey::InitProducerId, 0, 6),
+    s(ApiKey::InitProducerId, 0, 5),
     s(ApiKey::DescribeConfigs, 1, 4),
     s(ApiKey::CreatePartitions, 0, 3),
     s(ApiKey::DeleteGroups, 0, 2),

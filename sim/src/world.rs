@@ -761,7 +761,8 @@ async fn kip848_member(k: u32, history: Shared<History>, stop: Arc<AtomicBool>) 
             let Ok(ResponseKind::ConsumerGroupHeartbeat(r)) = conn.call(ApiKey::ConsumerGroupHeartbeat, 1, RequestKind::ConsumerGroupHeartbeat(req)).await else {
                 break; // reconnect; the same epoch is still ours unless the broker says otherwise
             };
-            if leave || r.error_code == ResponseError::FencedMemberEpoch.code() || r.error_code == ResponseError::UnknownMemberId.code() {
+            let rejoin = [ResponseError::FencedMemberEpoch, ResponseError::UnknownMemberId, ResponseError::GroupIdNotFound];
+            if leave || rejoin.iter().any(|e| e.code() == r.error_code) {
                 epoch = 0;
                 owned.clear();
             } else if r.error_code == 0 {

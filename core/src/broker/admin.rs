@@ -130,7 +130,9 @@ impl Broker {
         };
         let auto_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
         for rt in requested {
-            let entry = match rt.name {
+            // A topic id (v10+) names the topic even when a name is also sent, as in Kafka.
+            let name = if rt.topic_id.is_nil() { rt.name } else { None };
+            let entry = match name {
                 Some(name) => {
                     let name_str = name.0.to_string();
                     match self.topic(&name_str) {
@@ -169,7 +171,7 @@ impl Broker {
                 None => match self.topic_by_id(rt.topic_id) {
                     Some(t) => self.topic_metadata(&t, version),
                     None => {
-                        let mut t = MetadataResponseTopic::default().with_error_code(UnknownTopicId.code());
+                        let mut t = MetadataResponseTopic::default().with_name(None).with_error_code(UnknownTopicId.code());
                         t.topic_id = rt.topic_id;
                         t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
                         t
@@ -277,7 +279,8 @@ impl Broker {
                     r.error_code = e.code();
                     r.error_message = Some(text(message));
                     if version >= 5 {
-                        r.configs = None;
+                        // Kafka answers an empty (not null) list for a refused topic.
+                        r.configs = Some(Vec::new());
                     }
                 }
             }
@@ -552,6 +555,12 @@ impl Broker {
 
     pub(super) fn init_producer_id(&self, request: InitProducerIdRequest, _version: i16) -> InitProducerIdResponse {
         let mut response = InitProducerIdResponse::default();
+        if request.transactional_id.as_ref().is_some_and(|id| id.is_empty()) {
+            response.error_code = InvalidRequest.code();
+            response.producer_id = (-1).into();
+            response.producer_epoch = -1;
+            return response;
+        }
         if request.transactional_id.is_some() {
             response.error_code = TransactionalIdAuthorizationFailed.code();
             response.producer_id = (-1).into();

@@ -55,6 +55,8 @@ impl Broker {
                 pd.last_stable_offset = -1;
                 pd.log_start_offset = -1;
                 pd.records = Some(Bytes::new());
+                // Kafka sends a null list unless the fetch is read_committed.
+                pd.aborted_transactions = None;
                 let partition = topic.as_ref().and_then(|t| t.partition(fp.partition));
                 let result = match (&topic, partition) {
                     (None, _) if version >= 13 => Err(UnknownTopicId),
@@ -67,7 +69,15 @@ impl Broker {
                 match result {
                     Ok(n) => total += n,
                     Err(e) => {
+                        // As Kafka: a partition in error carries no offsets.
                         pd.error_code = e.code();
+                        pd.high_watermark = -1;
+                        pd.last_stable_offset = -1;
+                        pd.log_start_offset = -1;
+                        if matches!(e, UnknownTopicOrPartition | UnknownTopicId) {
+                            // Kafka's quirk: null for an existing partition, empty when unknown.
+                            pd.aborted_transactions = Some(Vec::new());
+                        }
                         has_error = true;
                     }
                 }

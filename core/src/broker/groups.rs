@@ -293,7 +293,6 @@ impl Broker {
             .map(|key| {
                 let mut c = Coordinator::default().with_key(text(key.clone()));
                 let error: Result<(), (ResponseError, String)> = match (r.key_type, &available) {
-                    (0, Ok(_)) if key.is_empty() => Err((InvalidRequest, "group id is empty".into())),
                     (0, Ok(_)) if !groups.is_available(&key) => Err((CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} partition of '{key}' is not loaded"))),
                     (0, Ok(_)) => Ok(()),
                     (0, Err(e)) => Err((CoordinatorNotAvailable, e.clone())),

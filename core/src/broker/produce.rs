@@ -47,10 +47,13 @@ impl ProduceOutcome {
 struct Rejection {
     error: ResponseError,
     message: String,
+    /// Kafka reports the log start offset with sequence and epoch errors
+    /// (not with unknown partitions, corrupt or oversized batches): -1 unless set.
+    log_start_offset: i64,
 }
 
 fn reject(error: ResponseError, message: impl Into<String>) -> Rejection {
-    Rejection { error, message: message.into() }
+    Rejection { error, message: message.into(), log_start_offset: -1 }
 }
 
 impl Broker {
@@ -97,7 +100,7 @@ impl Broker {
                         r.error_code = rej.error.code();
                         r.base_offset = -1;
                         r.log_append_time_ms = -1;
-                        r.log_start_offset = -1;
+                        r.log_start_offset = rej.log_start_offset;
                         if version >= 8 {
                             r.error_message = Some(StrBytes::from_string(rej.message));
                         }
@@ -168,9 +171,14 @@ impl Broker {
                     tracing::debug!(producer_id = h.producer_id, seq = h.base_sequence, "duplicate batch answered with its original offsets");
                     return Ok((meta.base_offset, meta.last_offset, log.log_start_offset(), false));
                 }
-                Err(e @ SequenceError::InvalidEpoch { .. }) => return Err(reject(InvalidProducerEpoch, e.to_string())),
-                Err(e @ SequenceError::OutOfOrder { .. }) => return Err(reject(OutOfOrderSequenceNumber, e.to_string())),
-                Err(e @ SequenceError::DuplicateOld { .. }) => return Err(reject(DuplicateSequenceNumber, e.to_string())),
+                Err(e) => {
+                    let error = match e {
+                        SequenceError::InvalidEpoch { .. } => InvalidProducerEpoch,
+                        SequenceError::OutOfOrder { .. } => OutOfOrderSequenceNumber,
+                        SequenceError::DuplicateOld { .. } => DuplicateSequenceNumber,
+                    };
+                    return Err(Rejection { error, message: e.to_string(), log_start_offset: log.log_start_offset() });
+                }
             }
         }
         if self.rng.buggify(0.02) {

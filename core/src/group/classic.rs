@@ -257,7 +257,8 @@ impl ClassicGroup {
             self.state = ClassicState::Empty;
             self.protocol = None;
             self.leader = None;
-            self.protocol_type = None;
+            // Kafka keeps the protocol type of an emptied group (ListGroups and
+            // DescribeGroups show it); a join may still bring another.
             return true;
         }
         self.protocol = self.select_protocol();

@@ -499,10 +499,9 @@ impl Groups {
                 return Err((GroupIdNotFound, format!("group '{group_id}' is a classic group with members")));
             }
             Some(Group::Consumer(_)) => {}
-            _ if epoch != 0 && epoch != -2 && epoch != -1 => {
-                return Err((UnknownMemberId, format!("group '{group_id}' has no member '{member_id}'")));
-            }
-            _ if epoch < 0 => return Err((GroupIdNotFound, format!("group '{group_id}' does not exist"))),
+            // Only a join (epoch 0) creates the group; anything else names a
+            // group that is not there, as Kafka answers.
+            _ if epoch != 0 => return Err((GroupIdNotFound, format!("group '{group_id}' does not exist"))),
             _ => {
                 self.groups.insert(group_id.to_string(), Group::Consumer(ConsumerGroup::new()));
             }

@@ -45,9 +45,8 @@ impl CommitPlan {
 
 impl Groups {
     fn validate_commit(&mut self, group_id: &str, r: &OffsetCommitRequest, version: i16) -> GroupResult<()> {
-        if group_id.is_empty() {
-            return Err(InvalidGroupId);
-        }
+        // An empty group id is valid for commits (and fetches, describes and
+        // deletes), as in Kafka, for old clients that commit without a group.
         if !self.is_available(group_id) {
             return Err(CoordinatorNotAvailable);
         }
