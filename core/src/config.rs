@@ -38,6 +38,11 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// `producer.id.expiration.ms`: idle producers' dedup state is dropped.
     pub producer_id_expiration_ms: i64,
+    /// `log.message.timestamp.before.max.ms` / `after.max.ms`: how far a
+    /// record's CreateTime may lie behind or ahead of the broker's clock
+    /// (Kafka 4's defaults: unbounded, one hour); others are `INVALID_TIMESTAMP`.
+    pub message_timestamp_before_max_ms: i64,
+    pub message_timestamp_after_max_ms: i64,
     /// The group coordinator's settings.
     pub group: crate::group::GroupConfig,
 }
@@ -57,6 +62,8 @@ impl Default for BrokerConfig {
             flush_interval_ms: 0,
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: 86_400_000,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 3_600_000,
             group: crate::group::GroupConfig::default(),
         }
     }
@@ -189,6 +196,20 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         }),
     },
     TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        config_type: ConfigType::Long,
+        broker_synonym: "log.message.timestamp.before.max.ms",
+        doc: "A record whose timestamp is older than the broker's clock by more than this is refused (INVALID_TIMESTAMP).",
+        validate: validator!(long_at_least(0)),
+    },
+    TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        config_type: ConfigType::Long,
+        broker_synonym: "log.message.timestamp.after.max.ms",
+        doc: "A record whose timestamp is ahead of the broker's clock by more than this is refused (INVALID_TIMESTAMP).",
+        validate: validator!(long_at_least(0)),
+    },
+    TopicConfigDef {
         name: "compression.type",
         config_type: ConfigType::String,
         broker_synonym: "compression.type",
@@ -238,6 +259,8 @@ impl BrokerConfig {
             "max.message.bytes" => self.message_max_bytes.to_string(),
             "min.insync.replicas" => "1".into(),
             "message.timestamp.type" => "CreateTime".into(),
+            "message.timestamp.before.max.ms" => self.message_timestamp_before_max_ms.to_string(),
+            "message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms.to_string(),
             "compression.type" => "producer".into(),
             "unclean.leader.election.enable" => "false".into(),
             other => unreachable!("no default for unknown topic config {other}"),
@@ -261,16 +284,28 @@ impl BrokerConfig {
         }
     }
 
+    /// The window `(before, after)` around the broker's clock that record
+    /// timestamps must fall in, for a topic with these overrides.
+    pub fn timestamp_window(&self, overrides: &BTreeMap<String, String>) -> (i64, i64) {
+        let get = |n: &str, d: i64| self.topic_value(overrides, n).trim().parse().unwrap_or(d);
+        (
+            get("message.timestamp.before.max.ms", self.message_timestamp_before_max_ms),
+            get("message.timestamp.after.max.ms", self.message_timestamp_after_max_ms),
+        )
+    }
+
     pub fn max_message_bytes(&self, overrides: &BTreeMap<String, String>) -> i32 {
         self.topic_value(overrides, "max.message.bytes").trim().parse().unwrap_or(self.message_max_bytes)
     }
 
     /// Broker configs DescribeConfigs reports: (name, value, type, doc).
     pub fn describe(&self) -> Vec<(&'static str, String, ConfigType, &'static str)> {
+        let g = &self.group;
+        let assignors = if g.consumer_default_assignor == "range" { "range,uniform" } else { "uniform,range" }.to_string();
         vec![
             ("node.id", self.node_id.to_string(), ConfigType::Int, "This broker's id."),
             ("broker.id", self.node_id.to_string(), ConfigType::Int, "This broker's id (same as node.id)."),
-            ("advertised.listeners", format!("PLAINTEXT://{}:{}", self.advertised_host, self.advertised_port), ConfigType::String, "Where clients connect."),
+            ("advertised.listeners", format!("PLAINTEXT://{}:{}", self.advertised_host, self.advertised_port), ConfigType::List, "Where clients connect."),
             ("num.partitions", self.num_partitions.to_string(), ConfigType::Int, "Partitions of auto-created topics."),
             ("default.replication.factor", "1".into(), ConfigType::Int, "Replication factor of auto-created topics."),
             ("auto.create.topics.enable", self.auto_create_topics_enable.to_string(), ConfigType::Boolean, "Create unknown topics on Metadata and Produce."),
@@ -285,11 +320,24 @@ impl BrokerConfig {
             ("fetch.max.bytes", self.fetch_max_bytes.to_string(), ConfigType::Int, "Most record bytes in one fetch response."),
             ("log.flush.interval.ms", self.flush_interval_ms.to_string(), ConfigType::Long, "Group-commit window for fsync; 0 syncs as soon as data arrives."),
             ("log.retention.check.interval.ms", self.retention_check_interval_ms.to_string(), ConfigType::Long, "How often retention runs."),
-            ("producer.id.expiration.ms", self.producer_id_expiration_ms.to_string(), ConfigType::Long, "Idle time after which a producer's dedup state is dropped."),
+            ("producer.id.expiration.ms", self.producer_id_expiration_ms.to_string(), ConfigType::Int, "Idle time after which a producer's dedup state is dropped."),
             ("min.insync.replicas", "1".into(), ConfigType::Int, "Default min.insync.replicas."),
             ("log.message.timestamp.type", "CreateTime".into(), ConfigType::String, "Default message.timestamp.type."),
+            ("log.message.timestamp.before.max.ms", self.message_timestamp_before_max_ms.to_string(), ConfigType::Long, "Default message.timestamp.before.max.ms."),
+            ("log.message.timestamp.after.max.ms", self.message_timestamp_after_max_ms.to_string(), ConfigType::Long, "Default message.timestamp.after.max.ms."),
             ("compression.type", "producer".into(), ConfigType::String, "Default compression.type."),
             ("unclean.leader.election.enable", "false".into(), ConfigType::Boolean, "Default unclean.leader.election.enable."),
+            ("group.initial.rebalance.delay.ms", g.initial_rebalance_delay_ms.to_string(), ConfigType::Int, "How long the first rebalance of an empty classic group waits for more members."),
+            ("group.min.session.timeout.ms", g.min_session_timeout_ms.to_string(), ConfigType::Int, "Smallest session timeout a classic member may ask for."),
+            ("group.max.session.timeout.ms", g.max_session_timeout_ms.to_string(), ConfigType::Int, "Largest session timeout a classic member may ask for."),
+            ("group.max.size", g.max_size.to_string(), ConfigType::Int, "Most members of a classic group."),
+            ("group.consumer.session.timeout.ms", g.consumer_session_timeout_ms.to_string(), ConfigType::Int, "Session timeout of consumer-protocol (KIP-848) members."),
+            ("group.consumer.heartbeat.interval.ms", g.consumer_heartbeat_interval_ms.to_string(), ConfigType::Int, "Heartbeat interval told to consumer-protocol members."),
+            ("group.consumer.max.size", g.consumer_max_size.to_string(), ConfigType::Int, "Most members of a consumer-protocol group."),
+            ("group.consumer.assignors", assignors, ConfigType::List, "Server assignors; the first is used when a member names none."),
+            ("offsets.retention.minutes", (g.offsets_retention_ms / 60_000).to_string(), ConfigType::Int, "Committed offsets of a group empty this long are deleted."),
+            ("offset.metadata.max.bytes", g.offset_metadata_max_bytes.to_string(), ConfigType::Int, "Largest metadata string of a committed offset."),
+            ("offsets.topic.num.partitions", g.offsets_topic_partitions.to_string(), ConfigType::Int, "Partitions of __consumer_offsets."),
         ]
     }
 }

@@ -32,22 +32,36 @@ pub enum RecordsError {
 
 /// The number of records in `batch` (one whole batch, header included).
 pub fn count_records(batch: &[u8]) -> Result<i32, RecordsError> {
+    for_each_record(batch, &mut |_| {})
+}
+
+/// Every record's timestamp (base timestamp plus its delta), in order; for
+/// checking them against the broker's clock when the header's bounds fail.
+pub fn record_timestamps(batch: &[u8]) -> Result<Vec<i64>, RecordsError> {
+    let base = BatchHeader::parse(batch)?.base_timestamp;
+    let mut out = Vec::new();
+    for_each_record(batch, &mut |delta| out.push(base.wrapping_add(delta)))?;
+    Ok(out)
+}
+
+fn for_each_record(batch: &[u8], each: &mut dyn FnMut(i64)) -> Result<i32, RecordsError> {
     let h = BatchHeader::parse(batch)?;
     let body = &batch[HEADER_LEN..h.total_len().min(batch.len())];
     match h.compression() {
-        0 => walk(body, u64::MAX),
-        1 => walk(flate2::read::MultiGzDecoder::new(body), DECOMPRESSED_BATCH_BYTES_MAX),
-        2 => walk(SnappyReader::new(body)?, DECOMPRESSED_BATCH_BYTES_MAX),
-        3 => walk(lz4::Decoder::new(body).map_err(RecordsError::Decompress)?, DECOMPRESSED_BATCH_BYTES_MAX),
-        4 => walk(zstd::stream::read::Decoder::new(body).map_err(RecordsError::Decompress)?, DECOMPRESSED_BATCH_BYTES_MAX),
+        0 => walk(body, u64::MAX, each),
+        1 => walk(flate2::read::MultiGzDecoder::new(body), DECOMPRESSED_BATCH_BYTES_MAX, each),
+        2 => walk(SnappyReader::new(body)?, DECOMPRESSED_BATCH_BYTES_MAX, each),
+        3 => walk(lz4::Decoder::new(body).map_err(RecordsError::Decompress)?, DECOMPRESSED_BATCH_BYTES_MAX, each),
+        4 => walk(zstd::stream::read::Decoder::new(body).map_err(RecordsError::Decompress)?, DECOMPRESSED_BATCH_BYTES_MAX, each),
         c => Err(RecordsError::UnknownCodec(c)),
     }
 }
 
 /// Walks `varint length, body` records to the end of the stream, checking
 /// that each record's offset delta is its position in the batch (so the
-/// count cannot be inflated with empty records).
-fn walk(reader: impl Read, cap: u64) -> Result<i32, RecordsError> {
+/// count cannot be inflated with empty records). `each` sees every
+/// record's timestamp delta.
+fn walk(reader: impl Read, cap: u64, each: &mut dyn FnMut(i64)) -> Result<i32, RecordsError> {
     let mut r = BufReader::with_capacity(64 << 10, reader);
     let mut count: i32 = 0;
     let mut total: u64 = 0;
@@ -63,7 +77,7 @@ fn walk(reader: impl Read, cap: u64) -> Result<i32, RecordsError> {
         // attributes (1 byte), timestampDelta (varlong), offsetDelta (varint)
         let mut counted = CountingRead { inner: &mut r, used: 0 };
         skip(&mut counted, 1)?;
-        read_varint(&mut counted)?.ok_or(RecordsError::Framing("stream ends inside a record"))?;
+        let timestamp_delta = read_varint(&mut counted)?.ok_or(RecordsError::Framing("stream ends inside a record"))?;
         let offset_delta = read_varint(&mut counted)?.ok_or(RecordsError::Framing("stream ends inside a record"))?;
         let used = counted.used;
         if offset_delta != count as i64 {
@@ -73,6 +87,7 @@ fn walk(reader: impl Read, cap: u64) -> Result<i32, RecordsError> {
             return Err(RecordsError::Framing("record fields run past the record length"));
         }
         skip(&mut r, len as u64 - used)?;
+        each(timestamp_delta);
         count = count.checked_add(1).ok_or(RecordsError::Framing("too many records"))?;
     }
 }

@@ -57,6 +57,12 @@ pub struct Settings {
     /// Largest record batch accepted (message.max.bytes) [default: 1048588]
     #[arg(long, env = "CHRONIK_MESSAGE_MAX_BYTES")]
     pub message_max_bytes: Option<i32>,
+    /// Refuse records whose timestamp is older than the broker's clock by more than this (log.message.timestamp.before.max.ms) [default: unbounded]
+    #[arg(long, env = "CHRONIK_LOG_MESSAGE_TIMESTAMP_BEFORE_MAX_MS")]
+    pub log_message_timestamp_before_max_ms: Option<i64>,
+    /// Refuse records whose timestamp is ahead of the broker's clock by more than this (log.message.timestamp.after.max.ms) [default: 3600000]
+    #[arg(long, env = "CHRONIK_LOG_MESSAGE_TIMESTAMP_AFTER_MAX_MS")]
+    pub log_message_timestamp_after_max_ms: Option<i64>,
     /// Largest request frame; larger ones close the connection (socket.request.max.bytes) [default: 104857600]
     #[arg(long, env = "CHRONIK_SOCKET_REQUEST_MAX_BYTES")]
     pub socket_request_max_bytes: Option<i32>,
@@ -108,6 +114,8 @@ impl Settings {
             retention_check_interval_ms: self.retention_check_interval_ms.or(file.retention_check_interval_ms),
             flush_interval_ms: self.flush_interval_ms.or(file.flush_interval_ms),
             message_max_bytes: self.message_max_bytes.or(file.message_max_bytes),
+            log_message_timestamp_before_max_ms: self.log_message_timestamp_before_max_ms.or(file.log_message_timestamp_before_max_ms),
+            log_message_timestamp_after_max_ms: self.log_message_timestamp_after_max_ms.or(file.log_message_timestamp_after_max_ms),
             socket_request_max_bytes: self.socket_request_max_bytes.or(file.socket_request_max_bytes),
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.or(file.group_initial_rebalance_delay_ms),
             group_min_session_timeout_ms: self.group_min_session_timeout_ms.or(file.group_min_session_timeout_ms),
@@ -174,6 +182,11 @@ impl Config {
         if message_max_bytes > socket_request_max_bytes {
             bail!("message-max-bytes ({message_max_bytes}) cannot exceed socket-request-max-bytes ({socket_request_max_bytes})");
         }
+        let before_max = s.log_message_timestamp_before_max_ms.unwrap_or(defaults.message_timestamp_before_max_ms);
+        let after_max = s.log_message_timestamp_after_max_ms.unwrap_or(defaults.message_timestamp_after_max_ms);
+        if before_max < 0 || after_max < 0 {
+            bail!("log-message-timestamp-before-max-ms and -after-max-ms must be 0 or more");
+        }
         let advertised_host = s.advertised_host.unwrap_or_else(|| {
             if kafka_listen.ip().is_unspecified() {
                 "127.0.0.1".into()
@@ -200,6 +213,8 @@ impl Config {
             flush_interval_ms: s.flush_interval_ms.unwrap_or(defaults.flush_interval_ms),
             retention_check_interval_ms: s.retention_check_interval_ms.unwrap_or(defaults.retention_check_interval_ms).max(1),
             producer_id_expiration_ms: defaults.producer_id_expiration_ms,
+            message_timestamp_before_max_ms: before_max,
+            message_timestamp_after_max_ms: after_max,
             group,
         };
         Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, broker })

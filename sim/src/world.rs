@@ -128,6 +128,9 @@ async fn world(opts: Options) -> Outcome {
                             log_segment_bytes: Some(segment_bytes),
                             log_roll_ms: Some(60_000),
                             log_retention_ms: Some(-1),
+                            // The producers stamp records with a fixed time and the
+                            // broker's clock jumps: no timestamp window.
+                            log_message_timestamp_after_max_ms: Some(i64::MAX),
                             flush_interval_ms: Some(flush_ms),
                             group_initial_rebalance_delay_ms: Some(100),
                             offsets_topic_num_partitions: Some(3),

@@ -483,6 +483,10 @@ impl Broker {
             out.error_message = None;
             match res.resource_type {
                 RESOURCE_TOPIC => match self.topic(&res.resource_name) {
+                    None if validate_topic_name(&res.resource_name).is_err() => {
+                        out.error_code = InvalidTopicException.code();
+                        out.error_message = Some(text(format!("'{}' is not a valid topic name", &*res.resource_name)));
+                    }
                     None => {
                         out.error_code = UnknownTopicOrPartition.code();
                         out.error_message = Some(text(format!("topic '{}' does not exist", &*res.resource_name)));
@@ -510,9 +514,7 @@ impl Broker {
                             }
                             if version >= 3 {
                                 e.config_type = d.config_type as i8;
-                                if request.include_documentation {
-                                    e.documentation = Some(text(d.doc));
-                                }
+                                e.documentation = request.include_documentation.then(|| text(d.doc));
                             }
                             out.configs.push(e);
                         }
@@ -524,20 +526,24 @@ impl Broker {
                         out.error_code = InvalidRequest.code();
                         out.error_message = Some(text(format!("this is broker {me}, not broker '{}'", &*res.resource_name)));
                     } else {
+                        // As Kafka: a value set at start is STATIC_BROKER_CONFIG, one left
+                        // at its default DEFAULT_CONFIG. The broker's identity is always set.
+                        let defaults: BTreeMap<&str, String> =
+                            crate::config::BrokerConfig::default().describe().into_iter().map(|(n, v, ..)| (n, v)).collect();
                         for (name, value, ty, doc) in self.config.describe().into_iter().filter(|(n, ..)| wanted(n)) {
+                            let identity = matches!(name, "node.id" | "broker.id" | "advertised.listeners");
+                            let source = if !identity && defaults.get(name) == Some(&value) { SOURCE_DEFAULT } else { SOURCE_STATIC_BROKER };
                             let mut e = DescribeConfigsResourceResult::default()
                                 .with_name(text(name))
                                 .with_value(Some(text(value.clone())))
                                 .with_read_only(true)
-                                .with_config_source(SOURCE_STATIC_BROKER);
+                                .with_config_source(source);
                             if request.include_synonyms {
-                                e.synonyms = vec![DescribeConfigsSynonym::default().with_name(text(name)).with_value(Some(text(value))).with_source(SOURCE_STATIC_BROKER)];
+                                e.synonyms = vec![DescribeConfigsSynonym::default().with_name(text(name)).with_value(Some(text(value))).with_source(source)];
                             }
                             if version >= 3 {
                                 e.config_type = ty as i8;
-                                if request.include_documentation {
-                                    e.documentation = Some(text(doc));
-                                }
+                                e.documentation = request.include_documentation.then(|| text(doc));
                             }
                             out.configs.push(e);
                         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chronik_proto::batch::{self, BatchError, Batches};
 use chronik_proto::ResponseError::{self, *};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -50,10 +50,13 @@ struct Rejection {
     /// Kafka reports the log start offset with sequence and epoch errors
     /// (not with unknown partitions, corrupt or oversized batches): -1 unless set.
     log_start_offset: i64,
+    /// The records refused one by one (`INVALID_TIMESTAMP`): index in the
+    /// partition's records, and why.
+    record_errors: Vec<(i32, String)>,
 }
 
 fn reject(error: ResponseError, message: impl Into<String>) -> Rejection {
-    Rejection { error, message: message.into(), log_start_offset: -1 }
+    Rejection { error, message: message.into(), log_start_offset: -1, record_errors: Vec::new() }
 }
 
 impl Broker {
@@ -81,7 +84,8 @@ impl Broker {
                         }
                         Some((t, p)) => {
                             let max = self.config.max_message_bytes(&t.record.configs);
-                            self.append_partition(p, data.records, max, now).map(|appended| (p.clone(), appended))
+                            let window = self.config.timestamp_window(&t.record.configs);
+                            self.append_partition(p, data.records, max, window, now).map(|appended| (p.clone(), appended))
                         }
                     }
                 };
@@ -102,6 +106,11 @@ impl Broker {
                         r.log_append_time_ms = -1;
                         r.log_start_offset = rej.log_start_offset;
                         if version >= 8 {
+                            r.record_errors = rej
+                                .record_errors
+                                .into_iter()
+                                .map(|(i, why)| BatchIndexAndErrorMessage::default().with_batch_index(i).with_batch_index_error_message(Some(StrBytes::from_string(why))))
+                                .collect();
                             r.error_message = Some(StrBytes::from_string(rej.message));
                         }
                     }
@@ -125,6 +134,7 @@ impl Broker {
         partition: &Partition,
         records: Option<bytes::Bytes>,
         max_message_bytes: i32,
+        (before_max, after_max): (i64, i64),
         now: i64,
     ) -> Result<(i64, i64, i64, bool), Rejection> {
         let records = records.filter(|r| !r.is_empty()).ok_or_else(|| reject(InvalidRecord, "produce request has no records"))?;
@@ -164,6 +174,33 @@ impl Broker {
         if let Some(why) = log.offline() {
             return Err(reject(KafkaStorageError, why.to_string()));
         }
+        // Record timestamps must lie in [now - before, now + after], as Kafka
+        // checks them; the header's bounds decide quickly, the records themselves
+        // only when a bound is crossed.
+        let (low, high) = (now.saturating_sub(before_max), now.saturating_add(after_max));
+        let mut record_errors = Vec::new();
+        let mut index = 0i32;
+        for (h, start, end) in &batches {
+            if h.is_log_append_time() {
+                index += h.records_count;
+                continue;
+            }
+            if h.max_timestamp > high || h.base_timestamp < low || h.max_timestamp < low {
+                let stamps = chronik_proto::records::record_timestamps(&records[*start..*end]).map_err(|e| reject(CorruptMessage, format!("{e}")))?;
+                for ts in stamps {
+                    if ts < low || ts > high {
+                        record_errors.push((index, format!("timestamp {ts} of record {index} is outside [{low}, {high}] (message.timestamp.before/after.max.ms)")));
+                    }
+                    index += 1;
+                }
+            } else {
+                index += h.records_count;
+            }
+        }
+        if !record_errors.is_empty() {
+            let message = format!("{} records have timestamps too far from the broker's clock ({now})", record_errors.len());
+            return Err(Rejection { error: InvalidTimestamp, message, log_start_offset: log.log_start_offset(), record_errors });
+        }
         if let Some((h, _, _)) = batches.first().filter(|(h, _, _)| h.has_producer_id()) {
             match log.producers.check(h) {
                 Ok(SequenceCheck::Append) => {}
@@ -177,7 +214,7 @@ impl Broker {
                         SequenceError::OutOfOrder { .. } => OutOfOrderSequenceNumber,
                         SequenceError::DuplicateOld { .. } => DuplicateSequenceNumber,
                     };
-                    return Err(Rejection { error, message: e.to_string(), log_start_offset: log.log_start_offset() });
+                    return Err(Rejection { error, message: e.to_string(), log_start_offset: log.log_start_offset(), record_errors: Vec::new() });
                 }
             }
         }

@@ -336,3 +336,29 @@ fn the_longest_legal_topic_name_works_on_a_real_file_system() {
     let b = Broker::open(BrokerConfig::default(), disk, Arc::new(ManualClock::new(1)), Arc::new(Rng::seeded(1))).unwrap();
     assert_eq!(fetch(&b, &long, 1, 0).1, 3);
 }
+
+#[test]
+fn record_timestamps_must_be_near_the_broker_clock() {
+    let disk = SimDisk::new(4);
+    let b = broker_on(&disk); // its clock reads 1_000_000
+    assert_eq!(create(&b, "ts", 1, &[("message.timestamp.before.max.ms", "1000"), ("message.timestamp.after.max.ms", "1000")]), 0);
+    assert_eq!(produce(&b, "ts", 0, batch(3, 999_000, None, Compression::None), 1).0, 0);
+    assert_eq!(produce(&b, "ts", 0, batch(1, 998_999, None, Compression::None), 1).0, InvalidTimestamp.code());
+    // Records get timestamp, timestamp + 1, ...: only the last of these is ahead by more than 1000 ms.
+    let req = ProduceRequest::default().with_acks(1).with_timeout_ms(1000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(name("ts"))
+        .with_partition_data(vec![PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(Bytes::from(batch(3, 1_000_999, None, Compression::Zstd))))])]);
+    let out = b.produce(req, 9);
+    let r = &out.response.responses[0].partition_responses[0];
+    assert_eq!(r.error_code, InvalidTimestamp.code());
+    assert_eq!(r.record_errors.iter().map(|e| e.batch_index).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(r.log_start_offset, 0);
+    // The default window (Kafka 4's): unbounded behind, one hour ahead.
+    assert_eq!(create(&b, "default", 1, &[]), 0);
+    assert_eq!(produce(&b, "default", 0, batch(1, 1, None, Compression::None), 1).0, 0);
+    assert_eq!(produce(&b, "default", 0, batch(1, 1_000_000 + 3_600_001, None, Compression::None), 1).0, InvalidTimestamp.code());
+    b.flush();
+    assert_eq!(fetch(&b, "ts", 0, 0).1, 3, "refused batches wrote nothing");
+}

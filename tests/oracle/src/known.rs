@@ -45,9 +45,43 @@ pub const KNOWN: &[(&str, &str)] = &[
          CreateTime topic; Chronik answers -1 as for the original append, so clients keep each record's own timestamp",
     ),
     (
+        "produce_idempotent/behind_cache_retry:*error_code",
+        "a retry of a batch older than the five cached ones, wholly within the written sequences: Kafka says \
+         OUT_OF_ORDER_SEQUENCE_NUMBER (a Java producer then bumps its epoch and resends: a duplicate); Chronik says \
+         DUPLICATE_SEQUENCE_NUMBER, which clients take as already written (DESIGN.md, 'Idempotent producers')",
+    ),
+    (
         "fetch/*:*partial_tail_bytes",
         "Kafka fills the byte limit with a file slice that may end in a partial batch, which clients drop; \
          Chronik sends only whole batches",
+    ),
+    (
+        "describe_configs/*:unsupported_config.*",
+        "configs of features Chronik does not have (KRaft quorum, tiered storage, compaction, quotas, SASL, \
+         delegation tokens, share and streams groups, replication throttles, ...) are not described",
+    ),
+    (
+        "describe_configs/topic.*:config.min.insync.replicas.source",
+        "as for CreateTopics: Kafka 4 formats min.insync.replicas as a cluster-wide dynamic default",
+    ),
+    (
+        "describe_configs/broker:config.min.insync.replicas.source",
+        "as for CreateTopics: Kafka 4 formats min.insync.replicas as a cluster-wide dynamic default",
+    ),
+    (
+        "describe_configs/broker:config.*.read_only",
+        "Chronik cannot change broker configs at run time (no AlterConfigs or IncrementalAlterConfigs yet), \
+         so it describes every broker config as read-only",
+    ),
+    (
+        "describe_configs/broker:config.log.flush.interval.ms.value",
+        "Kafka leaves log.flush.interval.ms unset (it never forces an fsync and relies on replication); \
+         Chronik fsyncs before acknowledging and reports its group-commit window, 0 by default",
+    ),
+    (
+        "describe_configs/broker:config.log.r*.ms.value",
+        "Kafka leaves log.retention.ms and log.roll.ms unset in favour of log.retention.hours and log.roll.hours \
+         (168); Chronik reports the same effective 7 days in milliseconds",
     ),
     (
         "consumer_group/join_empty_member_id:*",

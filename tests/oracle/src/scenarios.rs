@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut, BufMut};
 use kafka_protocol::messages::*;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -35,6 +38,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("produce_idempotent", produce_idempotent),
     ("fetch", fetch),
     ("list_offsets", list_offsets),
+    ("delete_topics", delete_topics),
+    ("create_partitions", create_partitions),
+    ("describe_configs", describe_configs),
     ("find_coordinator", find_coordinator),
     ("classic_group", classic_group),
     ("offsets", offsets),
@@ -435,6 +441,10 @@ fn produce(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
     obs.record("oversized", &r);
     let r = produce_to(t, 9, produce_req("oracle-produce", id, 0, Bytes::new(), -1))?;
     obs.record("empty_records", &r);
+    // Two hours ahead: past Kafka 4's log.message.timestamp.after.max.ms (1 hour).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let r = produce_to(t, 9, produce_req("oracle-produce", id, 0, batch(2, -1, -1, -1, Compression::None, now + 2 * 3_600_000), -1))?;
+    obs.record("timestamp_2h_ahead", &r);
     let r = produce_to(t, 9, produce_req("oracle-produce", id, 0, Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 1]), -1))?;
     obs.record("truncated_batch", &r);
     let r = produce_to(t, 9, produce_req("__consumer_offsets", id, 0, b.clone(), -1));
@@ -480,6 +490,11 @@ fn produce_idempotent(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
     step(obs, "older_epoch", batch(5, pid, epoch - 1, 15, Compression::None, TS))?;
     step(obs, "newer_epoch_seq0", batch(5, pid, epoch + 1, 0, Compression::None, TS))?;
     step(obs, "newer_epoch_seq7", batch(5, pid, epoch + 2, 7, Compression::None, TS))?;
+    // Six more batches push seq0 of this epoch out of the five cached ones.
+    for i in 0..6 {
+        step(obs, &format!("fill_cache_{i}"), batch(1, pid, epoch + 1, 5 + i, Compression::None, TS))?;
+    }
+    step(obs, "behind_cache_retry", batch(5, pid, epoch + 1, 0, Compression::None, TS))?;
     step(obs, "unknown_pid_seq0", batch(2, pid + 1000, 0, 0, Compression::None, TS))?;
     step(obs, "unknown_pid_seq3", batch(2, pid + 2000, 0, 3, Compression::None, TS))?;
     Ok(())
@@ -767,4 +782,109 @@ fn consumer_group(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
     let r = call(t, ApiKey::JoinGroup, 9, RequestKind::JoinGroup(join(g, "", 10_000)), |r| Ok(answer!(r, JoinGroup)))?;
     obs.record("classic_join_on_consumer_group", &r);
     Ok(())
+}
+
+fn delete_topics(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
+    for name in ["oracle-del-a", "oracle-del-b", "oracle-del-c"] {
+        setup_topic(t, name, 1, &[])?;
+    }
+    let c_id = wait_ready(t, "oracle-del-c")?;
+    let by_name = |t: &mut Target, v: i16, names: &[&str]| {
+        let req = if v >= 6 {
+            DeleteTopicsRequest::default().with_topics(names.iter().map(|n| DeleteTopicState::default().with_name(Some(tn(n)))).collect())
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(names.iter().map(|n| tn(n)).collect())
+        };
+        call(t, ApiKey::DeleteTopics, v, RequestKind::DeleteTopics(req.with_timeout_ms(10_000)), |r| Ok(answer!(r, DeleteTopics)))
+    };
+    obs.record("v1", &by_name(t, 1, &["oracle-del-a", "oracle-nope"])?);
+    obs.record("v4_again", &by_name(t, 4, &["oracle-del-a"])?);
+    obs.record("v6", &by_name(t, 6, &["oracle-del-b", "bad name!"])?);
+    obs.record("internal", &by_name(t, 6, &["__consumer_offsets"])?);
+    let req = DeleteTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+        DeleteTopicState::default().with_name(None).with_topic_id(c_id),
+        DeleteTopicState::default().with_name(None).with_topic_id(uuid::Uuid::from_u128(99)),
+    ]);
+    let r = call(t, ApiKey::DeleteTopics, 6, RequestKind::DeleteTopics(req), |r| Ok(answer!(r, DeleteTopics)))?;
+    obs.record("v6_by_id", &r);
+    // Gone from Metadata (Kafka deletes asynchronously: wait, bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metadata_of(t, 12, Some(vec!["oracle-del-a", "oracle-del-b", "oracle-del-c"]), false)?;
+        if m.topics.iter().all(|x| x.error_code == 3) || Instant::now() > deadline {
+            obs.record("metadata_after", &m);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn create_partitions(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
+    setup_topic(t, "oracle-cp", 1, &[])?;
+    let grow = |t: &mut Target, name: &str, count: i32, validate_only: bool| {
+        let req = CreatePartitionsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_validate_only(validate_only)
+            .with_topics(vec![CreatePartitionsTopic::default().with_name(tn(name)).with_count(count).with_assignments(None)]);
+        call(t, ApiKey::CreatePartitions, 3, RequestKind::CreatePartitions(req), |r| Ok(answer!(r, CreatePartitions)))
+    };
+    obs.record("validate_only_to_3", &grow(t, "oracle-cp", 3, true)?);
+    obs.record("to_3", &grow(t, "oracle-cp", 3, false)?);
+    obs.record("same_count", &grow(t, "oracle-cp", 3, false)?);
+    obs.record("fewer", &grow(t, "oracle-cp", 2, false)?);
+    obs.record("unknown_topic", &grow(t, "oracle-nope", 2, false)?);
+    wait_ready(t, "oracle-cp")?;
+    let m = metadata_of(t, 12, Some(vec!["oracle-cp"]), false)?;
+    obs.note("partitions_after", m.topics[0].partitions.len());
+    Ok(())
+}
+
+/// Topic and broker configs: for every config both brokers describe, its value,
+/// source, read-only and sensitive flags. Configs only Kafka has are listed
+/// under `unsupported.*`.
+fn describe_configs(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
+    setup_topic(t, "oracle-dc", 1, &[("retention.ms", "123456"), ("cleanup.policy", "delete")])?;
+    let describe = |t: &mut Target, v: i16, rtype: i8, name: &str, keys: Option<Vec<&str>>| {
+        let req = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(rtype)
+            .with_resource_name(s(name))
+            .with_configuration_keys(keys.map(|k| k.into_iter().map(s).collect()))]);
+        call(t, ApiKey::DescribeConfigs, v, RequestKind::DescribeConfigs(req), |r| Ok(answer!(r, DescribeConfigs)))
+    };
+    for (step, v, rtype, name) in [("topic.v1", 1, 2, "oracle-dc"), ("topic.v4", 4, 2, "oracle-dc")] {
+        let r = describe(t, v, rtype, name, None)?;
+        obs.record_map(step, config_table(&r, &["retention.ms", "cleanup.policy"]));
+    }
+    let r = describe(t, 4, 2, "oracle-dc", Some(vec!["retention.ms", "no.such.config"]))?;
+    obs.record("topic_keys", &r);
+    let r = describe(t, 4, 2, "oracle-nope", None)?;
+    obs.record("unknown_topic", &r);
+    let r = describe(t, 4, 2, "bad name!", None)?;
+    obs.record("invalid_topic", &r);
+    let r = describe(t, 4, 4, "1", None)?;
+    let mut table = config_table(&r, &[]);
+    // Where each broker listens differs by design.
+    table.retain(|k, _| !k.starts_with("config.advertised.listeners.value"));
+    obs.record_map("broker", table);
+    let r = describe(t, 4, 4, "7", None)?;
+    let codes: Vec<i16> = r.results.iter().map(|x| x.error_code).collect();
+    obs.note("other_broker", format!("{codes:?}"));
+    Ok(())
+}
+
+fn config_table(r: &DescribeConfigsResponse, _overridden: &[&str]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for res in &r.results {
+        out.insert("error_code".into(), res.error_code.to_string());
+        for c in &res.configs {
+            let n = c.name.as_str();
+            out.insert(format!("config.{n}.value"), format!("{:?}", c.value));
+            out.insert(format!("config.{n}.read_only"), c.read_only.to_string());
+            out.insert(format!("config.{n}.source"), c.config_source.to_string());
+            out.insert(format!("config.{n}.sensitive"), c.is_sensitive.to_string());
+            out.insert(format!("config.{n}.type"), c.config_type.to_string());
+        }
+    }
+    out
 }
