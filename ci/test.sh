@@ -38,6 +38,10 @@ step "Java client test harness (Maven Central: kafka-clients)"
 (cd tests/java && mvn -q -B package dependency:build-classpath -Dmdep.outputFile=target/classpath.txt)
 export CHRONIK_E2E_REQUIRE_JAVA=1
 
+step "Apache Kafka 4.x itself, the oracle (Maven Central: kafka_2.13, kafka-server, kafka-tools)"
+bash ci/kafka.sh classpath > /dev/null
+export CHRONIK_E2E_REQUIRE_KAFKA=1
+
 step "Node.js client (npm: kafkajs)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 export CHRONIK_E2E_REQUIRE_JS=1
@@ -46,8 +50,8 @@ step "Go clients (Go module proxy: franz-go, sarama)"
 (cd tests/go && go build -o target/chronik-go-e2e .)
 export CHRONIK_E2E_REQUIRE_GO=1
 
-step "cargo build --release -p chronik-server"
-cargo build --release -p chronik-server
+step "cargo build --release -p chronik-server -p chronik-oracle"
+cargo build --release -p chronik-server -p chronik-oracle
 
 step "core depends on no runtime, network or search crate"
 if cargo tree -p chronik-core -e normal --prefix none | grep -E -i '^(tokio|madsim|tonic|openraft|tantivy|hyper|axum) '; then

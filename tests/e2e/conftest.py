@@ -9,6 +9,7 @@ report of a failing test.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -237,3 +238,45 @@ def pytest_runtest_makereport(item, call):
                              b.log_tail()))
     if brokers:
         item._chronik_log_attached = True
+
+
+# ---- Apache Kafka itself, for the differential (oracle) tests ----------------
+
+KAFKA_SH = REPO / "ci" / "kafka.sh"
+
+
+def kafka_available() -> str | None:
+    """Why Apache Kafka cannot run here, or None if it can."""
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    return None
+
+
+@pytest.fixture
+def apache_kafka(tmp_path):
+    """A fresh single-node Apache Kafka 4.x (KRaft) on a free loopback port;
+    yields its bootstrap address. Skipped without Java and Maven unless
+    CHRONIK_E2E_REQUIRE_KAFKA=1 (set by ci/test.sh), where that fails."""
+    why = kafka_available()
+    if why is not None:
+        if os.environ.get("CHRONIK_E2E_REQUIRE_KAFKA") == "1":
+            pytest.fail(f"Apache Kafka is required (CHRONIK_E2E_REQUIRE_KAFKA=1): {why}")
+        pytest.skip(f"Apache Kafka cannot run: {why}")
+    home = tmp_path / "apache-kafka"
+    last = ""
+    for _ in range(3):  # a free port can be taken between choosing and binding it
+        port = free_port()
+        r = subprocess.run(["bash", str(KAFKA_SH), "start", str(home), str(port)],
+                           capture_output=True, text=True, timeout=180)
+        if r.returncode == 0:
+            break
+        last = r.stdout + r.stderr
+        subprocess.run(["bash", str(KAFKA_SH), "stop", str(home)], timeout=60)
+        subprocess.run(["rm", "-rf", str(home)])
+    else:
+        pytest.fail(f"Apache Kafka did not start: {last[-3000:]}")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run(["bash", str(KAFKA_SH), "stop", str(home)], timeout=60)
