@@ -15,16 +15,17 @@ as_root() {
   fi
 }
 
-step "system packages: kcat (Debian's librdkafka client)"
-if command -v kcat >/dev/null 2>&1; then
-  echo "kcat already installed: $(kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*' || true)"
+step "system packages: kcat and python3-confluent-kafka (Debian's librdkafka 2.0.2 clients)"
+if command -v kcat >/dev/null 2>&1 && /usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null; then
+  echo "already installed: kcat, python3-confluent-kafka $(/usr/bin/python3 -c 'import confluent_kafka as c; print(c.version()[0], "on librdkafka", c.libversion()[0])')"
 else
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends kcat
+  as_root apt-get install -y -qq --no-install-recommends kcat python3-confluent-kafka
 fi
-# test_kcat.py fails instead of skipping when kcat is missing.
+# test_kcat.py and test_debian_librdkafka.py fail instead of skipping when these are missing.
 export CHRONIK_E2E_REQUIRE_KCAT=1
+export CHRONIK_E2E_REQUIRE_DEBIAN_CLIENT=1
 
 step "python packages: tests/requirements.txt"
 PIP=(python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt)
@@ -32,7 +33,7 @@ if ! "${PIP[@]}"; then
   # Debian's system Python refuses global installs (PEP 668).
   "${PIP[@]}" --break-system-packages
 fi
-python3 -c 'import confluent_kafka, kafka, pytest; print("confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__, "pytest", pytest.__version__)'
+python3 -c 'import confluent_kafka, kafka, aiokafka, pytest; print("confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__, "aiokafka", aiokafka.__version__, "pytest", pytest.__version__)'
 
 step "Java client test harness (Maven Central: kafka-clients)"
 (cd tests/java && mvn -q -B package dependency:build-classpath -Dmdep.outputFile=target/classpath.txt)
