@@ -272,6 +272,23 @@ def test_kafka_python_group_consumer(broker_factory):
             c.close()
     # Its commits are visible to another client.
     assert committed(b.bootstrap, group, topic) == ends(b.bootstrap, topic)
+    # A new member of the group resumes from them: it reads only what came after.
+    produce(b.bootstrap, topic, 1200, 300)
+    c = KafkaConsumer(topic, bootstrap_servers=b.bootstrap, group_id=group, enable_auto_commit=False,
+                      auto_offset_reset="earliest", client_id="kp-resume", session_timeout_ms=6000,
+                      heartbeat_interval_ms=500)
+    later = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(later) < 300 and time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=200, max_records=300).values():
+                later.extend(int(r.value) for r in recs)
+        time.sleep(0.5)
+        for recs in c.poll(timeout_ms=300).values():
+            later.extend(int(r.value) for r in recs)
+    finally:
+        c.close()
+    assert sorted(later) == list(range(1200, 1500)), f"{len(later)} read after resuming: {sorted(later)[:5]}..."
 
 
 def test_group_admin(broker_factory):
