@@ -78,6 +78,6 @@ case "$cmd" in
   classpath) classpath ;;
   start) start "$@" ;;
   stop) stop "$@" ;;
-  run) cp="$(classpath)"; shift 0; java -Xmx1g -cp "$cp" "$@" ;;
+  run) cp="$(classpath)"; java -Xmx1g -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp "$cp" "$@" ;;
   *) echo "usage: $0 classpath | start DIR PORT | stop DIR | run CLASS ARGS..." >&2; exit 2 ;;
 esac
