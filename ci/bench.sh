@@ -16,11 +16,9 @@
 #
 # Produce: kafka-tools ProducerPerformance, acks=all (the Java producer is
 # idempotent by default), one partition, --throughput -1.
-# Consume: Kafka's ConsumerPerformance subscribes with a consumer group, which
-# Chronik does not support yet (no FindCoordinator), so consumer throughput is
-# measured by ci/bench/src/.../AssignConsumerPerf.java: the Java KafkaConsumer
-# (same kafka-clients version) with assign() + seekToBeginning, counting
-# key+value bytes as ConsumerPerformance does.
+# Consume: kafka-tools ConsumerPerformance, a consumer-group member.
+# For the same figures against Apache Kafka in the same run, see
+# ci/bench-vs-kafka.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -44,10 +42,8 @@ BIN=${CHRONIK_BIN:-$ROOT/target/release/chronik}
 command -v java >/dev/null || { echo "java (17+) is required" >&2; exit 1; }
 command -v mvn >/dev/null || { echo "maven (mvn) is required" >&2; exit 1; }
 
-log "resolving kafka-tools $KAFKA_TOOLS_VERSION and building ci/bench (maven)"
-(cd ci/bench && mvn -q -B package dependency:build-classpath \
-   -Dmdep.outputFile=target/classpath.txt >&2)
-CP="$ROOT/ci/bench/target/chronik-bench-0.1.0.jar:$(cat ci/bench/target/classpath.txt)"
+log "resolving kafka-tools $KAFKA_TOOLS_VERSION (maven, tests/kafka/pom.xml)"
+CP="$(bash ci/kafka.sh classpath)"
 JAVA=(java -Xms512m -Xmx2g -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp "$CP")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/chronik-bench.XXXXXX")
@@ -90,10 +86,13 @@ timeout 1800 "${JAVA[@]}" org.apache.kafka.tools.ProducerPerformance \
 PRODUCE_LINE=$(grep '99th' "$WORK/produce.txt" | tail -1)
 [ -n "$PRODUCE_LINE" ] || { echo "no summary line from ProducerPerformance" >&2; exit 1; }
 
-log "consuming $RECORDS records with KafkaConsumer.assign (AssignConsumerPerf)"
-timeout 1800 "${JAVA[@]}" dev.chronik.bench.AssignConsumerPerf "$BOOTSTRAP" "$TOPIC" "$RECORDS" 600 \
+log "consuming $RECORDS records with ConsumerPerformance (a consumer group)"
+timeout 1800 "${JAVA[@]}" org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BOOTSTRAP" \
+  --topic "$TOPIC" --num-records "$RECORDS" --timeout 60000 --group chronik-bench \
   | tee "$WORK/consume.txt" >&2
-CONSUME_LINE=$(grep 'records consumed' "$WORK/consume.txt" | tail -1)
+# start.time, end.time, MB, MB/sec, nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
+CONSUME_LINE=$(grep -E '^[0-9]{4}-' "$WORK/consume.txt" | tail -1)
+[ -n "$CONSUME_LINE" ] || { echo "no summary line from ConsumerPerformance" >&2; exit 1; }
 
 log "stopping the broker (SIGTERM)"
 kill -TERM "$BROKER_PID"
@@ -111,8 +110,9 @@ P_AVG=$(field 'ms avg latency' "$PRODUCE_LINE")
 P50=$(field 'ms 50th' "$PRODUCE_LINE")
 P99=$(field 'ms 99th' "$PRODUCE_LINE")
 P999=$(field 'ms 99.9th' "$PRODUCE_LINE")
-C_RATE=$(field 'records/sec' "$CONSUME_LINE")
-C_MB=$(field 'MB/sec' "$CONSUME_LINE")
+C_RATE=$(cut -d, -f10 <<<"$CONSUME_LINE" | tr -d ' ')
+C_MB=$(cut -d, -f9 <<<"$CONSUME_LINE" | tr -d ' ')
+C_REBALANCE=$(cut -d, -f7 <<<"$CONSUME_LINE" | tr -d ' ')
 
 cat <<EOF
 
@@ -121,7 +121,7 @@ machine: $(nproc) cores, client and broker on the same host (loopback)
 broker:  $BIN $BROKER_ARGS (exit code $BROKER_RC after SIGTERM; $DISK on disk)
 produce: kafka-tools $KAFKA_TOOLS_VERSION ProducerPerformance, props: acks=all $PRODUCER_PROPS
          $(printf '%.0f' "$P_RATE") msgs/s, $P_MB MB/s, latency avg $P_AVG ms, p50 $P50 ms, p99 $P99 ms, p99.9 $P999 ms
-consume: AssignConsumerPerf (kafka-clients $KAFKA_TOOLS_VERSION KafkaConsumer.assign; ConsumerPerformance needs consumer groups)
+consume: kafka-tools $KAFKA_TOOLS_VERSION ConsumerPerformance (group member; rates exclude the $C_REBALANCE ms join)
          $(printf '%.0f' "$C_RATE") msgs/s, $C_MB MB/s
 raw:     $PRODUCE_LINE
          $CONSUME_LINE
