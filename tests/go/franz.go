@@ -59,7 +59,6 @@ func franz(bootstrap string) {
 		records = append(records, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))})
 	}
 	check(p.ProduceSync(ctx, records...).FirstErr() == nil, "produced %d records (idempotent, acks=all)", total)
-	p.Close()
 
 	t.wait(60 * time.Second)
 	t.verify()
@@ -71,6 +70,31 @@ func franz(bootstrap string) {
 	var sum int64
 	offsets.Each(func(o kadm.OffsetResponse) { sum += o.At })
 	check(sum == total, "the group's commits end at the end offsets (%d)", sum)
+
+	records = records[:0]
+	for i := total; i < total+more; i++ {
+		records = append(records, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))})
+	}
+	check(p.ProduceSync(ctx, records...).FirstErr() == nil, "produced %d more records", more)
+	p.Close()
+	c, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+		kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	check(err == nil, "resuming member: %v", err)
+	var keys, values []string
+	pollCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	for len(values) < more && pollCtx.Err() == nil {
+		c.PollFetches(pollCtx).EachRecord(func(r *kgo.Record) {
+			keys = append(keys, string(r.Key))
+			values = append(values, string(r.Value))
+		})
+	}
+	cancel()
+	extra, cancel := context.WithTimeout(ctx, time.Second)
+	c.PollFetches(extra).EachRecord(func(r *kgo.Record) { keys, values = append(keys, string(r.Key)), append(values, string(r.Value)) })
+	cancel()
+	verifyResumed(keys, values)
+	check(c.CommitUncommittedOffsets(ctx) == nil, "the resuming member commits")
+	c.Close()
 	listed, err := adm.ListGroups(ctx)
 	check(err == nil && listed.Groups() != nil, "list groups: %v", err)
 	_, ok := listed[group]

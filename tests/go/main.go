@@ -8,6 +8,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -64,6 +65,29 @@ func (t *tally) verify() {
 	}
 	check(len(t.counts) == total && twice == 0, "every record consumed exactly once across two members (%d distinct, %d twice)", len(t.counts), twice)
 	check(t.perMember[0] > 0 && t.perMember[1] > 0, "both members got partitions %v", t.perMember)
+}
+
+// more is how many records are produced after the first members leave; a
+// new member must read exactly those, resuming from the group's commits.
+const more = 500
+
+// verifyResumed checks what the resuming member read: exactly the records
+// produced after the commits, once each, key and value as sent.
+func verifyResumed(keys, values []string) {
+	want := map[string]bool{}
+	for i := total; i < total+more; i++ {
+		want[strconv.Itoa(i)] = true
+	}
+	bad := 0
+	got := map[string]int{}
+	for i, v := range values {
+		got[v]++
+		if !want[v] || keys[i] != v {
+			bad++
+		}
+	}
+	check(len(values) == more && len(got) == more && bad == 0,
+		"a new member resumed from the commits: read %d records, %d distinct, %d not among the %d produced after them", len(values), len(got), bad, more)
 }
 
 func main() {

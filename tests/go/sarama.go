@@ -31,6 +31,20 @@ func (h handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consum
 	return nil
 }
 
+// resumer is the member that joins after the first two left.
+type resumer struct{ got chan [2]string }
+
+func (r *resumer) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (r *resumer) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (r *resumer) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for m := range claim.Messages() {
+		r.got <- [2]string{string(m.Key), string(m.Value)}
+		s.MarkMessage(m, "")
+	}
+	s.Commit()
+	return nil
+}
+
 func saramaCheck(bootstrap string) {
 	topic, group := "sarama-e2e", "sarama-g"
 	cfg := sarama.NewConfig()
@@ -77,7 +91,6 @@ func saramaCheck(bootstrap string) {
 		msgs = append(msgs, &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(strconv.Itoa(i)), Value: sarama.StringEncoder(strconv.Itoa(i))})
 	}
 	check(p.SendMessages(msgs) == nil, "produced %d records (idempotent, acks=all)", total)
-	p.Close()
 
 	t.wait(60 * time.Second)
 	t.verify()
@@ -94,6 +107,42 @@ func saramaCheck(bootstrap string) {
 		}
 	}
 	check(sum == total, "the group's commits end at the end offsets (%d)", sum)
+
+	msgs = msgs[:0]
+	for i := total; i < total+more; i++ {
+		msgs = append(msgs, &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(strconv.Itoa(i)), Value: sarama.StringEncoder(strconv.Itoa(i))})
+	}
+	check(p.SendMessages(msgs) == nil, "produced %d more records", more)
+	p.Close()
+	g, err := sarama.NewConsumerGroup([]string{bootstrap}, group, cfg)
+	check(err == nil, "resuming member: %v", err)
+	r := &resumer{got: make(chan [2]string, total+more)}
+	rctx, rcancel := context.WithCancel(context.Background())
+	go func() {
+		for rctx.Err() == nil {
+			_ = g.Consume(rctx, []string{topic}, r)
+		}
+	}()
+	var keys, values []string
+	timeout := time.After(30 * time.Second)
+	settle := (<-chan time.Time)(nil)
+collect:
+	for {
+		select {
+		case kv := <-r.got:
+			keys, values = append(keys, kv[0]), append(values, kv[1])
+			if len(values) == more && settle == nil {
+				settle = time.After(time.Second)
+			}
+		case <-settle:
+			break collect
+		case <-timeout:
+			break collect
+		}
+	}
+	rcancel()
+	g.Close()
+	verifyResumed(keys, values)
 	listed, err := admin.ListConsumerGroups()
 	check(err == nil, "list groups: %v", err)
 	_, ok := listed[group]

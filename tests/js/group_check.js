@@ -79,6 +79,28 @@ async function main() {
   const offsets = await admin.fetchOffsets({ groupId: group, topics: [topic] });
   const committed = offsets[0].partitions.reduce((s, p) => s + Number(p.offset), 0);
   check(committed === TOTAL, `the group's commits end at the end offsets (${committed})`);
+
+  // A new member resumes from the commits: it reads exactly what came after.
+  const MORE = 500;
+  const later = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await later.connect();
+  const messages = [];
+  for (let j = TOTAL; j < TOTAL + MORE; j++) messages.push({ key: String(j), value: String(j) });
+  await later.send({ topic, acks: -1, messages });
+  await later.disconnect();
+  const resumed = [];
+  const third = kafka.consumer({ groupId: group, sessionTimeout: 10000, heartbeatInterval: 500 });
+  await third.connect();
+  await third.subscribe({ topic, fromBeginning: true });
+  await third.run({ autoCommit: true, eachMessage: async ({ message }) => { resumed.push([message.key.toString(), message.value.toString()]); } });
+  const resumeDeadline = Date.now() + 30000;
+  while (resumed.length < MORE && Date.now() < resumeDeadline) await new Promise((r) => setTimeout(r, 100));
+  await new Promise((r) => setTimeout(r, 1000));
+  await third.disconnect();
+  const distinct = new Set(resumed.map(([, v]) => v));
+  const bad = resumed.filter(([k, v]) => k !== v || Number(v) < TOTAL || Number(v) >= TOTAL + MORE).length;
+  check(resumed.length === MORE && distinct.size === MORE && bad === 0,
+    `a new member resumed from the commits: read ${resumed.length} records, ${distinct.size} distinct, ${bad} not among the ${MORE} produced after them`);
   const groups = await admin.listGroups();
   check(groups.groups.some((g) => g.groupId === group), 'listGroups lists the group');
   const described = await admin.describeGroups([group]);
