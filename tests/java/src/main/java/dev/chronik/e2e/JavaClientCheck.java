@@ -118,8 +118,9 @@ public final class JavaClientCheck {
             check(t != null && t.offset() == 0, "offsetsForTimes(0) is the first offset");
         }
 
+        int total = acked.size();
         for (String protocol : List.of("classic", "consumer")) {
-            groupCheck(base, topic, protocol, acked.size());
+            total += groupCheck(base, topic, protocol, total);
         }
 
         try (Admin admin = Admin.create(base)) {
@@ -134,10 +135,12 @@ public final class JavaClientCheck {
     /**
      * Two group members (group.protocol=classic or consumer) share the topic:
      * every record consumed once across them with commitSync after each poll,
-     * both get partitions, the group's commits end at the end offsets, and
-     * the admin client sees and then deletes the group.
+     * both get partitions, the group's commits end at the end offsets; then
+     * a new member resumes from those commits and reads exactly the records
+     * produced after them, and the admin client deletes the group. Returns
+     * how many records it added to the topic.
      */
-    static void groupCheck(Properties base, String topic, String protocol, int total) throws Exception {
+    static int groupCheck(Properties base, String topic, String protocol, int total) throws Exception {
         String group = "java-" + protocol;
         Properties cp = (Properties) base.clone();
         cp.put("key.deserializer", ByteArrayDeserializer.class.getName());
@@ -195,9 +198,44 @@ public final class JavaClientCheck {
         } finally {
             for (KafkaConsumer<byte[], byte[]> m : members) m.close();
         }
+
+        // A new member resumes from the commits: it reads exactly what came after them.
+        int more = 300;
+        Properties pp = (Properties) base.clone();
+        pp.put("key.serializer", ByteArraySerializer.class.getName());
+        pp.put("value.serializer", ByteArraySerializer.class.getName());
+        String prefix = "resume-" + protocol + "-";
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp)) {
+            List<java.util.concurrent.Future<RecordMetadata>> futures = new ArrayList<>();
+            for (int i = 0; i < more; i++) {
+                futures.add(producer.send(new ProducerRecord<>(topic, ("r" + i).getBytes(StandardCharsets.UTF_8), (prefix + i).getBytes(StandardCharsets.UTF_8))));
+            }
+            for (java.util.concurrent.Future<RecordMetadata> f : futures) f.get();
+        }
+        try (KafkaConsumer<byte[], byte[]> resumed = new KafkaConsumer<>(cp)) {
+            resumed.subscribe(List.of(topic));
+            Set<String> later = new HashSet<>();
+            int reads = 0;
+            long deadline = System.currentTimeMillis() + 60_000;
+            while (later.size() < more && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : resumed.poll(Duration.ofMillis(200))) {
+                    String v = new String(r.value(), StandardCharsets.UTF_8);
+                    if (!v.startsWith(prefix)) check(false, protocol + " group: the resuming member read a record from before the commits: " + v);
+                    later.add(v);
+                    reads++;
+                }
+            }
+            for (ConsumerRecord<byte[], byte[]> r : resumed.poll(Duration.ofMillis(500))) {
+                later.add(new String(r.value(), StandardCharsets.UTF_8));
+                reads++;
+            }
+            check(reads == more && later.size() == more, protocol + " group: a new member resumed from the commits and read exactly the " + more + " later records (" + reads + " reads, " + later.size() + " distinct)");
+            resumed.commitSync();
+        }
         try (Admin admin = Admin.create(base)) {
             admin.deleteConsumerGroups(List.of(group)).all().get();
             check(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get().isEmpty(), protocol + " group: deleted with its offsets");
         }
+        return more;
     }
 }
