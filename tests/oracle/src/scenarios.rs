@@ -854,7 +854,7 @@ fn describe_configs(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
     };
     for (step, v, rtype, name) in [("topic.v1", 1, 2, "oracle-dc"), ("topic.v4", 4, 2, "oracle-dc")] {
         let r = describe(t, v, rtype, name, None)?;
-        obs.record_map(step, config_table(&r, &["retention.ms", "cleanup.policy"]));
+        obs.record_map(step, config_table(&r));
     }
     let r = describe(t, 4, 2, "oracle-dc", Some(vec!["retention.ms", "no.such.config"]))?;
     obs.record("topic_keys", &r);
@@ -863,7 +863,7 @@ fn describe_configs(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
     let r = describe(t, 4, 2, "bad name!", None)?;
     obs.record("invalid_topic", &r);
     let r = describe(t, 4, 4, "1", None)?;
-    let mut table = config_table(&r, &[]);
+    let mut table = config_table(&r);
     // Where each broker listens differs by design.
     table.retain(|k, _| !k.starts_with("config.advertised.listeners.value"));
     obs.record_map("broker", table);
@@ -873,7 +873,7 @@ fn describe_configs(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config_table(r: &DescribeConfigsResponse, _overridden: &[&str]) -> BTreeMap<String, String> {
+fn config_table(r: &DescribeConfigsResponse) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for res in &r.results {
         out.insert("error_code".into(), res.error_code.to_string());
