@@ -19,3 +19,4 @@ pub mod config;
 pub mod broker;
 pub mod group;
 pub mod planted;
+pub mod search;

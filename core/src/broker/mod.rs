@@ -69,6 +69,20 @@ impl Partition {
     pub fn high_watermark(&self) -> Option<i64> {
         self.lock().as_ref().ok().filter(|l| l.offline().is_none()).map(|l| l.high_watermark())
     }
+
+    /// Committed (below the high watermark) whole batches from the one
+    /// holding `offset`, about `max_bytes` of them, with the log start offset
+    /// and the high watermark. `Err` if the partition is offline.
+    pub fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<(Vec<u8>, i64, i64), String> {
+        let guard = self.lock();
+        let log = guard.as_ref().map_err(|e| e.clone())?;
+        if let Some(why) = log.offline() {
+            return Err(why.to_string());
+        }
+        let (start, hw) = (log.log_start_offset(), log.high_watermark());
+        let read = log.read(offset, max_bytes, true, hw).map_err(|e| e.to_string())?;
+        Ok((read.bytes, start, hw))
+    }
 }
 
 /// A topic as served: its record plus its open partitions.
