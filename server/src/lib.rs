@@ -6,6 +6,8 @@
 
 pub mod alloc;
 pub mod config;
+#[cfg(not(madsim))]
+pub mod search;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,463 @@
+//! The tantivy implementation of the search seam: one on-disk index per
+//! partition under `<data-dir>/search/`, derived from the log (it can always
+//! be rebuilt from it: delete the directory). Outside the simulation only:
+//! tantivy's writer runs threads of its own.
+//!
+//! Schema: `offset`, `timestamp`, `partition` (i64, indexed and fast), `key`
+//! and `value` (text, default analyzer, positions), `json` (the value's JSON
+//! object: strings analyzed, numbers as f64, booleans as text; fast, for
+//! ranges), `headers` (JSON, analyzed), `fields` (raw names of the fields
+//! present, for `exists`). Records themselves are not stored: hits are read
+//! back from the log.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chronik_core::search::{Doc, FieldRef, IndexAnswer, IndexHit, PartitionIndex, Query, SearchBackend, SortField, SortKey, SortOrder};
+use serde_json::Value;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, JsonObjectOptions, NumericOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions, STRING,
+};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument, Term};
+
+/// Heap of each partition's index writer (tantivy's minimum is 15 MB).
+const WRITER_HEAP_BYTES: usize = 20_000_000;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    offset: Field,
+    timestamp: Field,
+    partition: Field,
+    key: Field,
+    value: Field,
+    json: Field,
+    headers: Field,
+    fields: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let num = NumericOptions::default().set_indexed().set_fast();
+    let text_indexing = TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::WithFreqsAndPositions);
+    let text = TextOptions::default().set_indexing_options(text_indexing.clone());
+    let json = JsonObjectOptions::default().set_indexing_options(text_indexing.clone()).set_expand_dots_enabled().set_fast("raw");
+    let headers = JsonObjectOptions::default().set_indexing_options(text_indexing).set_expand_dots_enabled();
+    let f = Fields {
+        offset: b.add_i64_field("offset", num.clone()),
+        timestamp: b.add_i64_field("timestamp", num.clone()),
+        partition: b.add_i64_field("partition", num),
+        key: b.add_text_field("key", text.clone()),
+        value: b.add_text_field("value", text),
+        json: b.add_json_field("json", json),
+        headers: b.add_json_field("headers", headers),
+        fields: b.add_text_field("fields", STRING),
+    };
+    (b.build(), f)
+}
+
+/// The JSON object as indexed: numbers as f64, booleans as text, nulls dropped.
+fn indexable(v: &Value) -> Option<Value> {
+    match v {
+        Value::Null => None,
+        Value::Bool(b) => Some(Value::String(b.to_string())),
+        Value::Number(n) => n.as_f64().and_then(serde_json::Number::from_f64).map(Value::Number),
+        Value::String(_) => Some(v.clone()),
+        Value::Array(items) => Some(Value::Array(items.iter().filter_map(indexable).collect())),
+        Value::Object(m) => Some(Value::Object(m.iter().filter_map(|(k, v)| indexable(v).map(|v| (k.clone(), v))).collect())),
+    }
+}
+
+pub struct TantivyIndex {
+    f: Fields,
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+    next_offset: Mutex<i64>,
+}
+
+impl TantivyIndex {
+    fn open(dir: &Path) -> Result<TantivyIndex, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let (schema, f) = schema();
+        let mmap = tantivy::directory::MmapDirectory::open(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+        let index = Index::open_or_create(mmap, schema).map_err(|e| format!("cannot open the index in {}: {e}", dir.display()))?;
+        let next = match index.load_metas().map_err(|e| e.to_string())?.payload {
+            Some(p) => serde_json::from_str::<Value>(&p).ok().and_then(|v| v.get("next_offset").and_then(Value::as_i64)).unwrap_or(0),
+            None => 0,
+        };
+        let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES).map_err(|e| format!("cannot open the index writer: {e}"))?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| e.to_string())?;
+        Ok(TantivyIndex { f, writer: Mutex::new(writer), reader, next_offset: Mutex::new(next) })
+    }
+
+    fn to_document(&self, d: &Doc) -> TantivyDocument {
+        let f = &self.f;
+        let mut doc = TantivyDocument::new();
+        doc.add_i64(f.offset, d.offset);
+        doc.add_i64(f.timestamp, d.timestamp);
+        doc.add_i64(f.partition, d.partition as i64);
+        if let Some(k) = &d.key {
+            doc.add_text(f.key, String::from_utf8_lossy(k));
+        }
+        if let Some(v) = &d.value {
+            doc.add_text(f.value, String::from_utf8_lossy(v));
+        }
+        if let Some(Value::Object(m)) = d.json().as_ref().and_then(indexable) {
+            doc.add_field_value(f.json, &OwnedValue::from(m));
+        }
+        let headers: serde_json::Map<String, Value> = d.header_texts().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        if !headers.is_empty() {
+            doc.add_field_value(f.headers, &OwnedValue::from(headers));
+        }
+        for name in d.present_fields() {
+            doc.add_text(f.fields, name);
+        }
+        doc
+    }
+
+    fn json_term(&self, field: Field, path: &str) -> Term {
+        Term::from_field_json_path(field, path, true)
+    }
+
+    fn text_term(&self, field: &FieldRef, token: &str) -> Vec<Term> {
+        let f = &self.f;
+        match field {
+            FieldRef::Any => vec![Term::from_field_text(f.key, token), Term::from_field_text(f.value, token)],
+            FieldRef::Key => vec![Term::from_field_text(f.key, token)],
+            FieldRef::Value => vec![Term::from_field_text(f.value, token)],
+            FieldRef::Header(h) => {
+                let mut t = self.json_term(f.headers, h);
+                t.append_type_and_str(token);
+                vec![t]
+            }
+            FieldRef::Json(p) => {
+                let mut t = self.json_term(f.json, p);
+                t.append_type_and_str(token);
+                vec![t]
+            }
+            FieldRef::Offset | FieldRef::Timestamp | FieldRef::Partition => Vec::new(),
+        }
+    }
+
+    /// Documents whose `field` holds the number `n`.
+    fn number_query(&self, field: &FieldRef, n: f64) -> Box<dyn TQuery> {
+        self.range_query(field, Bound::Included(n), Bound::Included(n))
+    }
+
+    fn range_query(&self, field: &FieldRef, lower: Bound<f64>, upper: Bound<f64>) -> Box<dyn TQuery> {
+        let int_field = match field {
+            FieldRef::Offset => Some(self.f.offset),
+            FieldRef::Timestamp => Some(self.f.timestamp),
+            FieldRef::Partition => Some(self.f.partition),
+            _ => None,
+        };
+        if let Some(field) = int_field {
+            // Integer bounds equivalent to the real ones.
+            let lo = match lower {
+                Bound::Included(x) => Some(x.ceil()),
+                Bound::Excluded(x) => Some(x.floor() + 1.0),
+                Bound::Unbounded => None,
+            };
+            let hi = match upper {
+                Bound::Included(x) => Some(x.floor()),
+                Bound::Excluded(x) => Some(x.ceil() - 1.0),
+                Bound::Unbounded => None,
+            };
+            if lo.zip(hi).is_some_and(|(l, h)| l > h) {
+                return Box::new(EmptyQuery);
+            }
+            let b = |x: Option<f64>| match x {
+                None => Bound::Unbounded,
+                Some(v) => Bound::Included(Term::from_field_i64(field, v.clamp(i64::MIN as f64, i64::MAX as f64) as i64)),
+            };
+            if lo.is_none() && hi.is_none() {
+                return Box::new(TermQuery::new(Term::from_field_text(self.f.fields, &field_name(field, &self.f)), IndexRecordOption::Basic));
+            }
+            return Box::new(RangeQuery::new(b(lo), b(hi)));
+        }
+        if let FieldRef::Json(p) = field {
+            let t = |x: f64| {
+                let mut t = self.json_term(self.f.json, p);
+                t.append_type_and_fast_value(x);
+                t
+            };
+            let conv = |b: Bound<f64>| match b {
+                Bound::Included(x) => Bound::Included(t(x)),
+                Bound::Excluded(x) => Bound::Excluded(t(x)),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            if matches!((lower, upper), (Bound::Unbounded, Bound::Unbounded)) {
+                return Box::new(RangeQuery::new(Bound::Included(t(f64::MIN)), Bound::Included(t(f64::MAX))));
+            }
+            return Box::new(RangeQuery::new(conv(lower), conv(upper)));
+        }
+        Box::new(EmptyQuery)
+    }
+
+    fn translate(&self, q: &Query) -> Box<dyn TQuery> {
+        match q {
+            Query::All => Box::new(AllQuery),
+            Query::Nothing => Box::new(EmptyQuery),
+            Query::Text { field, tokens, all, phrase, raw } => {
+                let mut alternatives: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
+                if let Ok(n) = raw.trim().parse::<f64>() {
+                    if matches!(field, FieldRef::Offset | FieldRef::Timestamp | FieldRef::Partition | FieldRef::Json(_)) {
+                        alternatives.push((Occur::Should, self.number_query(field, n)));
+                    }
+                }
+                if !tokens.is_empty() && !matches!(field, FieldRef::Offset | FieldRef::Timestamp | FieldRef::Partition) {
+                    let text: Box<dyn TQuery> = if *phrase && tokens.len() > 1 {
+                        // The phrase in any one of the field's targets.
+                        let n_targets = self.text_term(field, &tokens[0]).len();
+                        let per_target: Vec<(Occur, Box<dyn TQuery>)> = (0..n_targets)
+                            .map(|i| {
+                                let terms: Vec<Term> = tokens.iter().map(|t| self.text_term(field, t)[i].clone()).collect();
+                                (Occur::Should, Box::new(PhraseQuery::new(terms)) as Box<dyn TQuery>)
+                            })
+                            .collect();
+                        Box::new(BooleanQuery::new(per_target))
+                    } else {
+                        let per_token: Vec<(Occur, Box<dyn TQuery>)> = tokens
+                            .iter()
+                            .map(|tok| {
+                                let any_target: Vec<(Occur, Box<dyn TQuery>)> = self
+                                    .text_term(field, tok)
+                                    .into_iter()
+                                    .map(|t| (Occur::Should, Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)) as Box<dyn TQuery>))
+                                    .collect();
+                                (if *all { Occur::Must } else { Occur::Should }, Box::new(BooleanQuery::new(any_target)) as Box<dyn TQuery>)
+                            })
+                            .collect();
+                        Box::new(BooleanQuery::new(per_token))
+                    };
+                    alternatives.push((Occur::Should, text));
+                }
+                if alternatives.is_empty() {
+                    Box::new(EmptyQuery)
+                } else {
+                    Box::new(BooleanQuery::new(alternatives))
+                }
+            }
+            Query::Term { field, value } => {
+                let mut alternatives: Vec<(Occur, Box<dyn TQuery>)> = self
+                    .text_term(field, value)
+                    .into_iter()
+                    .map(|t| (Occur::Should, Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)) as Box<dyn TQuery>))
+                    .collect();
+                if let Ok(n) = value.trim().parse::<f64>() {
+                    if matches!(field, FieldRef::Offset | FieldRef::Timestamp | FieldRef::Partition | FieldRef::Json(_)) {
+                        alternatives.push((Occur::Should, self.number_query(field, n)));
+                    }
+                }
+                if alternatives.is_empty() {
+                    Box::new(EmptyQuery)
+                } else {
+                    Box::new(BooleanQuery::new(alternatives))
+                }
+            }
+            Query::Range { field, lower, upper } => self.range_query(field, *lower, *upper),
+            Query::Exists { field } => {
+                let names = match field {
+                    FieldRef::Any => vec!["key".to_string(), "value".to_string()],
+                    f => vec![f.presence_name()],
+                };
+                let should = names
+                    .into_iter()
+                    .map(|n| (Occur::Should, Box::new(TermQuery::new(Term::from_field_text(self.f.fields, &n), IndexRecordOption::Basic)) as Box<dyn TQuery>))
+                    .collect();
+                Box::new(BooleanQuery::new(should))
+            }
+            Query::Bool { must, should, must_not, filter, min_should } => {
+                let mut clauses: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
+                for q in must.iter().chain(filter) {
+                    clauses.push((Occur::Must, self.translate(q)));
+                }
+                if !should.is_empty() {
+                    let shoulds: Vec<(Occur, Box<dyn TQuery>)> = should.iter().map(|q| (Occur::Should, self.translate(q))).collect();
+                    if *min_should == 0 {
+                        clauses.extend(shoulds); // optional: they only score
+                    } else {
+                        clauses.push((Occur::Must, Box::new(BooleanQuery::with_minimum_required_clauses(shoulds, *min_should))));
+                    }
+                }
+                if clauses.iter().all(|(o, _)| *o == Occur::Should) && *min_should == 0 {
+                    clauses.push((Occur::Must, Box::new(AllQuery)));
+                }
+                for q in must_not {
+                    clauses.push((Occur::MustNot, self.translate(q)));
+                }
+                Box::new(BooleanQuery::new(clauses))
+            }
+        }
+    }
+
+    fn fast_i64(searcher: &Searcher, addr: DocAddress, name: &str) -> i64 {
+        searcher
+            .segment_reader(addr.segment_ord)
+            .fast_fields()
+            .i64(name)
+            .ok()
+            .and_then(|col| col.first(addr.doc_id))
+            .unwrap_or(0)
+    }
+
+    /// The best `n` matches by the first sort field (ties in no set order).
+    fn top(&self, searcher: &Searcher, q: &dyn TQuery, n: usize, first: SortField) -> Result<Vec<IndexHit>, String> {
+        let hit = |score: f32, addr: DocAddress| IndexHit {
+            offset: Self::fast_i64(searcher, addr, "offset"),
+            timestamp: Self::fast_i64(searcher, addr, "timestamp"),
+            score,
+        };
+        let order = |o: SortOrder| if o == SortOrder::Asc { Order::Asc } else { Order::Desc };
+        Ok(match first {
+            SortField::Score(SortOrder::Desc) => {
+                searcher.search(q, &TopDocs::with_limit(n).order_by_score()).map_err(|e| e.to_string())?.into_iter().map(|(s, a)| hit(s, a)).collect()
+            }
+            SortField::Score(SortOrder::Asc) => {
+                // Rare: every match, sorted afterwards.
+                let all = searcher.search(q, &TopDocs::with_limit(searcher.num_docs().max(1) as usize).order_by_score()).map_err(|e| e.to_string())?;
+                all.into_iter().map(|(s, a)| hit(s, a)).collect()
+            }
+            SortField::Timestamp(o) => searcher
+                .search(q, &TopDocs::with_limit(n).order_by_fast_field::<i64>("timestamp", order(o)))
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(_, a)| hit(0.0, a))
+                .collect(),
+            SortField::Offset(o) => searcher
+                .search(q, &TopDocs::with_limit(n).order_by_fast_field::<i64>("offset", order(o)))
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(_, a)| hit(0.0, a))
+                .collect(),
+        })
+    }
+}
+
+fn field_name(field: Field, f: &Fields) -> String {
+    if field == f.offset {
+        "offset".into()
+    } else if field == f.timestamp {
+        "timestamp".into()
+    } else {
+        "partition".into()
+    }
+}
+
+impl PartitionIndex for TantivyIndex {
+    fn next_offset(&self) -> i64 {
+        *self.next_offset.lock().expect("next offset poisoned")
+    }
+
+    fn add(&self, docs: &[Doc]) -> Result<(), String> {
+        let w = self.writer.lock().expect("index writer poisoned");
+        for d in docs {
+            w.add_document(self.to_document(d)).map_err(|e| format!("cannot index offset {}: {e}", d.offset))?;
+        }
+        Ok(())
+    }
+
+    fn commit(&self, next_offset: i64) -> Result<(), String> {
+        let mut w = self.writer.lock().expect("index writer poisoned");
+        let mut prepared = w.prepare_commit().map_err(|e| format!("index commit failed: {e}"))?;
+        prepared.set_payload(&serde_json::json!({ "next_offset": next_offset }).to_string());
+        prepared.commit().map_err(|e| format!("index commit failed: {e}"))?;
+        drop(w);
+        *self.next_offset.lock().expect("next offset poisoned") = next_offset;
+        self.reader.reload().map_err(|e| format!("index reload failed: {e}"))
+    }
+
+    fn delete_below(&self, offset: i64) -> Result<(), String> {
+        let q = RangeQuery::new(Bound::Unbounded, Bound::Excluded(Term::from_field_i64(self.f.offset, offset)));
+        self.writer.lock().expect("index writer poisoned").delete_query(Box::new(q)).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn truncate_from(&self, offset: i64) -> Result<(), String> {
+        let q = RangeQuery::new(Bound::Included(Term::from_field_i64(self.f.offset, offset)), Bound::Unbounded);
+        self.writer.lock().expect("index writer poisoned").delete_query(Box::new(q)).map_err(|e| e.to_string())?;
+        self.commit(offset.min(self.next_offset()))
+    }
+
+    fn search(&self, query: &Query, limit: usize, sort: &[SortField], after: Option<&SortKey>) -> Result<IndexAnswer, String> {
+        let searcher = self.reader.searcher();
+        let q = self.translate(query);
+        let total = searcher.search(&*q, &Count).map_err(|e| e.to_string())? as u64;
+        if limit == 0 || total == 0 {
+            return Ok(IndexAnswer { total, hits: Vec::new() });
+        }
+        let first = sort.first().copied().unwrap_or(SortField::Score(SortOrder::Desc));
+        let partition = Self::partition_of(&searcher);
+        // Fetch more than asked until the page is complete: the collector
+        // orders by the first field only, and `search_after` drops some.
+        let mut n = limit.saturating_add(after.map_or(0, |_| limit)).max(16);
+        loop {
+            let fetched = self.top(&searcher, &*q, n, first)?;
+            let complete = fetched.len() < n;
+            let mut keyed: Vec<(SortKey, IndexHit)> =
+                fetched.into_iter().map(|h| (SortKey::of(sort, partition, h.offset, h.timestamp, h.score), h)).collect();
+            keyed.sort_by(|a, b| SortKey::cmp(sort, &a.0, &b.0));
+            // The last fetched value of the first field may continue past the
+            // fetch: only keys strictly before it are certainly in order.
+            let boundary = keyed.last().map(|(k, _)| k.values.first().copied());
+            if let Some(after) = after {
+                keyed.retain(|(k, _)| SortKey::cmp(sort, k, after) == std::cmp::Ordering::Greater);
+            }
+            let settled = complete
+                || keyed.iter().filter(|(k, _)| Some(k.values.first().copied()) != boundary).count() >= limit;
+            if settled || n >= total as usize {
+                let hits = keyed.into_iter().take(limit).map(|(_, h)| h).collect();
+                return Ok(IndexAnswer { total, hits });
+            }
+            n = n.saturating_mul(4);
+        }
+    }
+}
+
+impl TantivyIndex {
+    fn partition_of(searcher: &Searcher) -> i32 {
+        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+            if seg.num_docs() > 0 {
+                if let Some(doc) = seg.doc_ids_alive().next() {
+                    return Self::fast_i64(searcher, DocAddress::new(ord as u32, doc), "partition") as i32;
+                }
+            }
+        }
+        0
+    }
+}
+
+/// Indexes under one directory, one subdirectory each.
+pub struct TantivyBackend {
+    root: PathBuf,
+}
+
+impl TantivyBackend {
+    pub fn new(root: PathBuf) -> TantivyBackend {
+        TantivyBackend { root }
+    }
+}
+
+impl SearchBackend for TantivyBackend {
+    fn open(&self, name: &str) -> Result<Arc<dyn PartitionIndex>, String> {
+        Ok(Arc::new(TantivyIndex::open(&self.root.join(name))?))
+    }
+
+    fn remove(&self, name: &str) -> Result<(), String> {
+        match std::fs::remove_dir_all(self.root.join(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove search index {name}: {e}")),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<String>, String> {
+        match std::fs::read_dir(&self.root) {
+            Ok(entries) => Ok(entries.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(format!("cannot list {}: {e}", self.root.display())),
+        }
+    }
+}
