@@ -210,6 +210,16 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         validate: validator!(long_at_least(0)),
     },
     TopicConfigDef {
+        name: "search.enabled",
+        config_type: ConfigType::Boolean,
+        broker_synonym: "search.enabled",
+        doc: "Index every record for search (Chronik's own config): the search HTTP API and live streams then serve this topic.",
+        validate: validator!(|v: &str| match v.trim() {
+            "true" | "false" => Ok(()),
+            _ => Err(format!("'{v}' is not true or false")),
+        }),
+    },
+    TopicConfigDef {
         name: "compression.type",
         config_type: ConfigType::String,
         broker_synonym: "compression.type",
@@ -263,6 +273,7 @@ impl BrokerConfig {
             "message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms.to_string(),
             "compression.type" => "producer".into(),
             "unclean.leader.election.enable" => "false".into(),
+            "search.enabled" => "false".into(),
             other => unreachable!("no default for unknown topic config {other}"),
         }
     }

@@ -10,6 +10,9 @@
 //! Everything async here is the workspace `tokio` (madsim's under
 //! `--cfg madsim`), so the simulator runs this same code.
 
+#[cfg(not(madsim))]
+pub mod http;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -24,6 +24,12 @@ pub struct Settings {
     /// host:port of the Kafka listener [default: 127.0.0.1:9092]
     #[arg(long, env = "CHRONIK_KAFKA_LISTEN")]
     pub kafka_listen: Option<String>,
+    /// host:port of the search HTTP API (Elasticsearch subset, live streams), or "off" [default: 127.0.0.1:8080]
+    #[arg(long, env = "CHRONIK_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// How often new records become searchable: the search index commit interval in ms [default: 100]
+    #[arg(long, env = "CHRONIK_SEARCH_REFRESH_MS")]
+    pub search_refresh_ms: Option<u64>,
     /// Host clients are told to connect to [default: the listen address, or 127.0.0.1 when it is 0.0.0.0]
     #[arg(long, env = "CHRONIK_ADVERTISED_HOST")]
     pub advertised_host: Option<String>,
@@ -103,6 +109,8 @@ impl Settings {
         Settings {
             data_dir: self.data_dir.or(file.data_dir),
             kafka_listen: self.kafka_listen.or(file.kafka_listen),
+            http_listen: self.http_listen.or(file.http_listen),
+            search_refresh_ms: self.search_refresh_ms.or(file.search_refresh_ms),
             advertised_host: self.advertised_host.or(file.advertised_host),
             node_id: self.node_id.or(file.node_id),
             num_partitions: self.num_partitions.or(file.num_partitions),
@@ -140,6 +148,10 @@ impl Settings {
 pub struct Config {
     pub data_dir: PathBuf,
     pub kafka_listen: SocketAddr,
+    /// The search HTTP API's address; `None` when turned off.
+    pub http_listen: Option<SocketAddr>,
+    /// The search index commit interval.
+    pub search_refresh_ms: u64,
     pub broker: BrokerConfig,
 }
 
@@ -153,6 +165,19 @@ impl Config {
             .with_context(|| format!("kafka-listen '{listen_text}' is not a host:port address"))?
             .next()
             .with_context(|| format!("kafka-listen '{listen_text}' resolves to no address"))?;
+        let http_text = s.http_listen.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
+        let http_listen = if http_text.trim().eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(
+                http_text
+                    .to_socket_addrs()
+                    .with_context(|| format!("http-listen '{http_text}' is not a host:port address (or \"off\")"))?
+                    .next()
+                    .with_context(|| format!("http-listen '{http_text}' resolves to no address"))?,
+            )
+        };
+        let search_refresh_ms = s.search_refresh_ms.unwrap_or(100);
         let node_id = s.node_id.unwrap_or(1);
         if node_id < 0 {
             bail!("node-id must be 0 or more, not {node_id}");
@@ -217,7 +242,7 @@ impl Config {
             message_timestamp_after_max_ms: after_max,
             group,
         };
-        Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, broker })
+        Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, http_listen, search_refresh_ms, broker })
     }
 }
 

@@ -49,7 +49,11 @@ pub struct Running {
     pub shared: Arc<Shared>,
     /// The address the Kafka listener is bound to (useful with port 0).
     pub kafka_addr: SocketAddr,
+    /// The address of the search HTTP API, if it runs.
+    pub http_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    #[cfg(not(madsim))]
+    search: Option<search::Running>,
 }
 
 /// Opens the broker (recovering its data) and starts the Kafka listener,
@@ -65,6 +69,16 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     }
     let broker = Broker::open(broker_config.clone(), deps.disk, deps.clock, deps.rng).context("cannot open the broker's data")?;
     let shared = Shared::new(Arc::new(broker));
+    #[cfg(not(madsim))]
+    let (search, http_addr) = match config.http_listen {
+        Some(addr) => {
+            let (running, bound) = search::start(&config, shared.clone(), addr).await?;
+            (Some(running), Some(bound))
+        }
+        None => (None, None),
+    };
+    #[cfg(madsim)]
+    let http_addr: Option<SocketAddr> = None;
     let tasks = vec![
         tokio::spawn(chronik_net::serve(listener, shared.clone())),
         tokio::spawn(chronik_net::flusher(shared.clone(), broker_config.flush_interval_ms)),
@@ -73,13 +87,21 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     ];
     tracing::info!(
         kafka = %kafka_addr,
+        http = %http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         node_id = broker_config.node_id,
         data_dir = %config.data_dir.display(),
         cluster_id = %shared.broker.cluster_id(),
         topics = shared.broker.topics().len(),
         "chronik broker started"
     );
-    Ok(Running { shared, kafka_addr, tasks })
+    Ok(Running {
+        shared,
+        kafka_addr,
+        http_addr,
+        tasks,
+        #[cfg(not(madsim))]
+        search,
+    })
 }
 
 impl Running {
@@ -89,6 +111,10 @@ impl Running {
         self.shared.stop();
         for t in self.tasks {
             let _ = t.await;
+        }
+        #[cfg(not(madsim))]
+        if let Some(search) = self.search {
+            search.stop().await;
         }
         self.shared.broker.shutdown();
         tracing::info!("chronik broker stopped; all data flushed");

@@ -25,6 +25,26 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Search a topic through a running broker's search HTTP API and print
+    /// the hits, one per line (or as JSON).
+    Search {
+        /// The topic (created with search.enabled=true)
+        topic: String,
+        /// The query: `error`, `level:error AND user.id:42`, `"disk full"`, `offset:[10 TO 20]`, ...
+        query: String,
+        /// The broker's search HTTP API
+        #[arg(long, env = "CHRONIK_HTTP_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// How many hits
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Order: relevance, time (newest first) or offset
+        #[arg(long, default_value = "relevance")]
+        sort: String,
+        /// Print the broker's JSON answer as it is
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,7 +67,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Start { config, settings } = cli.command;
+    let (config, settings) = match cli.command {
+        Command::Start { config, settings } => (config, settings),
+        Command::Search { topic, query, url, limit, sort, json } => return search(&url, &topic, &query, limit, &sort, json),
+    };
     let file = match config {
         Some(path) => {
             let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -75,4 +98,40 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// `chronik search`: one GET to the search API.
+fn search(url: &str, topic: &str, query: &str, limit: usize, sort: &str, json: bool) -> anyhow::Result<()> {
+    // Topic names are [a-zA-Z0-9._-]: safe in a path as they are.
+    let target = format!("{}/topics/{topic}/search", url.trim_end_matches('/'));
+    let order = if sort == "offset" { "asc" } else { "desc" };
+    let mut response = ureq::get(&target)
+        .query("q", query)
+        .query("limit", limit.to_string())
+        .query("sort", sort)
+        .query("order", order)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.body_mut().read_json().with_context(|| format!("{target} did not answer JSON"))?;
+    if !status.is_success() {
+        let reason = body["error"]["reason"].as_str().unwrap_or("unknown error");
+        anyhow::bail!("{} ({})", reason, status.as_u16());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    for h in body["hits"].as_array().into_iter().flatten() {
+        let value = match &h["value"] {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("{}/{}\t{}\t{}\t{}", h["partition"], h["offset"], h["timestamp"], h["key"].as_str().unwrap_or("-"), value);
+    }
+    eprintln!("{} of {} hits ({} ms)", body["hits"].as_array().map_or(0, |a| a.len()), body["total"], body["took_ms"]);
+    Ok(())
 }

@@ -461,3 +461,82 @@ impl SearchBackend for TantivyBackend {
         }
     }
 }
+
+// ---- running search next to the broker ----------------------------------------------------
+
+/// The search side of a running broker: the indexer thread and the HTTP API.
+pub struct Running {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    wake: std::sync::mpsc::SyncSender<()>,
+    indexer: Option<std::thread::JoinHandle<()>>,
+    http: tokio::task::JoinHandle<()>,
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+/// Starts indexing (a thread of its own: tantivy blocks) and the search HTTP
+/// API on `addr`. Returns the address the API is bound to.
+pub async fn start(config: &crate::Config, shared: Arc<chronik_net::Shared>, addr: std::net::SocketAddr) -> anyhow::Result<(Running, std::net::SocketAddr)> {
+    use anyhow::Context;
+    use chronik_core::search::indexer::Indexer;
+    use chronik_core::search::live::Live;
+    use chronik_core::search::service::SearchService;
+    use chronik_core::search::SearchIndexes;
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the search HTTP API (set --http-listen to another address, or \"off\")"))?;
+    let bound = listener.local_addr()?;
+    let backend = Arc::new(TantivyBackend::new(config.data_dir.join("search")));
+    let indexes = Arc::new(SearchIndexes::new(backend));
+    let live = Arc::new(Live::default());
+    let service = Arc::new(SearchService::new(shared.broker.clone(), indexes.clone()));
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    let refresh = std::time::Duration::from_millis(config.search_refresh_ms.max(1));
+    let mut indexer = Indexer::new(shared.broker.clone(), indexes, live.clone(), config.search_refresh_ms as i64);
+    let thread_stop = stop.clone();
+    let started = std::time::Instant::now();
+    let indexer = std::thread::Builder::new()
+        .name("chronik-indexer".into())
+        .spawn(move || {
+            while !thread_stop.load(std::sync::atomic::Ordering::SeqCst) {
+                indexer.run_once(started.elapsed().as_millis() as i64);
+                // New data wakes us at once; otherwise look again after a
+                // refresh interval (pending documents get committed then).
+                let _ = woken.recv_timeout(refresh);
+            }
+            indexer.commit_all();
+        })
+        .context("cannot start the search indexer thread")?;
+
+    // The high watermark moved: wake the indexer.
+    let fwd_shared = shared.clone();
+    let fwd_wake = wake.clone();
+    let forwarder = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = fwd_shared.stopped() => return,
+                _ = fwd_shared.hw_advanced.notified() => { let _ = fwd_wake.try_send(()); }
+            }
+        }
+    });
+    let state = chronik_net::http::HttpState { search: service, live, broker: shared.broker.clone() };
+    let http_shared = shared.clone();
+    let http = tokio::spawn(chronik_net::http::serve_http(listener, state, async move { http_shared.stopped().await }));
+    Ok((Running { stop, wake, indexer: Some(indexer), http, forwarder }, bound))
+}
+
+impl Running {
+    /// Stops the API and the indexer, committing what was indexed.
+    pub async fn stop(mut self) {
+        let _ = self.http.await;
+        let _ = self.forwarder.await;
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+        if let Some(t) = self.indexer.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}

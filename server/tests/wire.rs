@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path) -> Config {
     let settings = Settings {
         data_dir: Some(dir.to_path_buf()),
         kafka_listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
         socket_request_max_bytes: Some(2 << 20),
         ..Default::default()
     };

@@ -125,6 +125,8 @@ async fn world(opts: Options) -> Outcome {
                         let settings = Settings {
                             data_dir: Some("/data".into()),
                             kafka_listen: Some(broker_addr().to_string()),
+                            // Search (tantivy, HTTP) runs outside the simulation.
+                            http_listen: Some("off".into()),
                             log_segment_bytes: Some(segment_bytes),
                             log_roll_ms: Some(60_000),
                             log_retention_ms: Some(-1),

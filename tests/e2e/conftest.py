@@ -62,6 +62,8 @@ class Broker:
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.port = port or free_port()
+        # The search HTTP API, on a port of its own (the default 8080 would collide).
+        self.http_port = free_port()
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -71,6 +73,11 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        """Base URL of the search HTTP API."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     def _note(self, text: str) -> None:
         with open(self.log_path, "a") as f:
@@ -86,7 +93,7 @@ class Broker:
         args = [str(self.bin_path), "start",
                 "--data-dir", str(self.data_dir),
                 "--kafka-listen", self.bootstrap,
-                "--node-id", "1", *self.extra_args]
+                "--node-id", "1", "--http-listen", f"127.0.0.1:{self.http_port}", *self.extra_args]
         self.starts += 1
         self._note(f"start #{self.starts}: {' '.join(args)}")
         log = open(self.log_path, "ab")

@@ -34,6 +34,11 @@ impl Live {
         self.subs.lock().expect("live subscriptions poisoned").1.retain(|s| s.id != id);
     }
 
+    /// Ends every subscription (at shutdown): their sinks are dropped.
+    pub fn close_all(&self) {
+        self.subs.lock().expect("live subscriptions poisoned").1.clear();
+    }
+
     pub fn count(&self) -> usize {
         self.subs.lock().expect("live subscriptions poisoned").1.len()
     }

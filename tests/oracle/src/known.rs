@@ -61,6 +61,10 @@ pub const KNOWN: &[(&str, &str)] = &[
          delegation tokens, share and streams groups, replication throttles, ...) are not described",
     ),
     (
+        "describe_configs/topic.*:config.search.enabled.*",
+        "search.enabled is Chronik's own topic config (search on the log); Kafka has no such config",
+    ),
+    (
         "describe_configs/topic.*:config.min.insync.replicas.source",
         "as for CreateTopics: Kafka 4 formats min.insync.replicas as a cluster-wide dynamic default",
     ),

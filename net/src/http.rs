@@ -1,0 +1,428 @@
+//! The search HTTP API (outside the simulation): a simple search endpoint, an
+//! Elasticsearch-compatible subset (`_search`, `_count`, `_msearch`, `GET /`)
+//! that existing Elasticsearch clients can query, and live search
+//! subscriptions as server-sent events. Every error is an Elasticsearch-style
+//! body with a 400 or 404, never a 500 for bad input.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chronik_core::search::live::Live;
+use chronik_core::search::query::{parse_es_query, parse_query_string, parse_sort, QueryError};
+use chronik_core::search::service::{Hit, SearchError, SearchRequest, SearchResponse, SearchService, MAX_RESULT_WINDOW};
+use chronik_core::search::{FieldRef, Query, SortField, SortKey, SortOrder};
+use serde_json::{json, Value};
+
+/// Hits per page when a request does not say (`limit`, `size`).
+pub const DEFAULT_SIZE: usize = 10;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub search: Arc<SearchService>,
+    pub live: Arc<Live>,
+    pub broker: Arc<chronik_core::broker::Broker>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/", get(info))
+        .route("/topics/{topic}/search", get(simple_search))
+        .route("/topics/{topic}/search/stream", get(stream))
+        .route("/_msearch", get(msearch_all).post(msearch_all))
+        .route("/{topic}/_search", get(es_search).post(es_search))
+        .route("/{topic}/_count", get(es_count).post(es_count))
+        .route("/{topic}/_msearch", get(msearch_topic).post(msearch_topic))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves until `stop` completes.
+pub async fn serve_http(listener: tokio::net::TcpListener, state: HttpState, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+    let live = state.live.clone();
+    // Live streams never end by themselves: close them, or shutdown would wait for them.
+    let stop = async move {
+        stop.await;
+        live.close_all();
+    };
+    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(stop).await {
+        tracing::error!(error = %e, "the search HTTP server failed");
+    }
+}
+
+// ---- responses ---------------------------------------------------------------------
+
+fn es_json(status: StatusCode, body: Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    let h = r.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    // Elasticsearch clients check this header before trusting an answer.
+    h.insert("x-elastic-product", HeaderValue::from_static("Elasticsearch"));
+    r
+}
+
+fn error(status: StatusCode, kind: &str, reason: &str) -> Response {
+    tracing::debug!(status = status.as_u16(), kind, reason, "search request refused");
+    es_json(status, json!({
+        "error": { "root_cause": [{ "type": kind, "reason": reason }], "type": kind, "reason": reason },
+        "status": status.as_u16(),
+    }))
+}
+
+fn bad(e: QueryError) -> Response {
+    error(StatusCode::BAD_REQUEST, e.kind, &e.reason)
+}
+
+fn search_error(e: SearchError) -> Response {
+    match e {
+        SearchError::NoTopic(t) => error(StatusCode::NOT_FOUND, "index_not_found_exception", &format!("no such index [{t}]")),
+        SearchError::Bad(q) => bad(q),
+        SearchError::Unavailable(why) => {
+            tracing::warn!(%why, "search failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "search_phase_execution_exception", &why)
+        }
+    }
+}
+
+fn qerr(kind: &'static str, reason: impl Into<String>) -> QueryError {
+    QueryError { kind, reason: reason.into() }
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "resource_not_found_exception", "no such endpoint; see the README's search section")
+}
+
+async fn info(State(s): State<HttpState>) -> Response {
+    es_json(StatusCode::OK, json!({
+        "name": "chronik",
+        "cluster_name": "chronik",
+        "cluster_uuid": s.broker.cluster_id(),
+        "version": { "number": "8.17.0", "build_flavor": "default", "lucene_version": "tantivy", "minimum_wire_compatibility_version": "7.17.0", "minimum_index_compatibility_version": "7.0.0" },
+        "tagline": "You Know, for Search",
+    }))
+}
+
+/// Runs a search off the async workers (the index may block for a moment).
+async fn run(s: &HttpState, topic: String, req: SearchRequest) -> Result<SearchResponse, SearchError> {
+    let search = s.search.clone();
+    tokio::task::spawn_blocking(move || search.search(&topic, &req))
+        .await
+        .unwrap_or_else(|e| Err(SearchError::Unavailable(format!("search task failed: {e}"))))
+}
+
+// ---- GET /topics/{topic}/search -------------------------------------------------------
+
+fn param_usize(p: &HashMap<String, String>, name: &str, default: usize) -> Result<usize, QueryError> {
+    match p.get(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| qerr("illegal_argument_exception", format!("[{name}] must be a non-negative integer, not [{v}]"))),
+    }
+}
+
+fn param_i64(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>, QueryError> {
+    p.get(name).map(|v| v.parse().map_err(|_| qerr("illegal_argument_exception", format!("[{name}] must be epoch milliseconds, not [{v}]")))).transpose()
+}
+
+fn simple_request(p: &HashMap<String, String>) -> Result<SearchRequest, QueryError> {
+    let mut query = parse_query_string(p.get("q").map(String::as_str).unwrap_or("*"), &FieldRef::Any, false)?;
+    let (from_ts, to_ts) = (param_i64(p, "from_ts")?, param_i64(p, "to_ts")?);
+    if from_ts.is_some() || to_ts.is_some() {
+        let range = Query::Range {
+            field: FieldRef::Timestamp,
+            lower: from_ts.map_or(Bound::Unbounded, |t| Bound::Included(t as f64)),
+            upper: to_ts.map_or(Bound::Unbounded, |t| Bound::Included(t as f64)),
+        };
+        query = Query::bool_of(vec![query], Vec::new(), Vec::new(), vec![range], None);
+    }
+    let partitions = match p.get("partition") {
+        None => None,
+        Some(v) => Some(
+            v.split(',')
+                .map(|x| x.trim().parse::<i32>().map_err(|_| qerr("illegal_argument_exception", format!("[partition] must be partition numbers, not [{v}]"))))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let sort = match p.get("sort").map(String::as_str) {
+        None | Some("relevance") => vec![SortField::Score(SortOrder::Desc)],
+        Some(name) => vec![parse_sort(name, p.get("order").map(String::as_str))?],
+    };
+    Ok(SearchRequest {
+        query,
+        from: param_usize(p, "from", 0)?,
+        size: param_usize(p, "limit", DEFAULT_SIZE)?.min(MAX_RESULT_WINDOW),
+        sort,
+        search_after: None,
+        partitions,
+    })
+}
+
+fn hit_json(topic: &str, h: &Hit) -> Value {
+    let mut v = h.doc.to_json(topic);
+    v["score"] = json!(h.score);
+    v
+}
+
+async fn simple_search(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(p): UrlQuery<HashMap<String, String>>) -> Response {
+    let started = Instant::now();
+    let req = match simple_request(&p) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    match run(&s, topic.clone(), req).await {
+        Ok(r) => es_json(StatusCode::OK, json!({
+            "took_ms": started.elapsed().as_millis() as u64,
+            "total": r.total,
+            "hits": r.hits.iter().map(|h| hit_json(&topic, h)).collect::<Vec<_>>(),
+        })),
+        Err(e) => search_error(e),
+    }
+}
+
+// ---- Elasticsearch subset --------------------------------------------------------------
+
+fn parse_body(body: &Bytes) -> Result<Value, QueryError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| qerr("parsing_exception", format!("request body is not JSON: {e}")))
+}
+
+fn es_sort(v: Option<&Value>) -> Result<Vec<SortField>, QueryError> {
+    let items = match v {
+        None => return Ok(vec![SortField::Score(SortOrder::Desc)]),
+        Some(Value::Array(a)) => a.clone(),
+        Some(one) => vec![one.clone()],
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(name) => parse_sort(name, None),
+            Value::Object(o) if o.len() == 1 => {
+                let (name, spec) = o.iter().next().expect("one entry");
+                match spec {
+                    Value::String(order) => parse_sort(name, Some(order)),
+                    Value::Object(so) => parse_sort(name, so.get("order").and_then(Value::as_str)),
+                    other => Err(qerr("parsing_exception", format!("[sort] {other} is not an order"))),
+                }
+            }
+            other => Err(qerr("parsing_exception", format!("[sort] entry {other} is not supported"))),
+        })
+        .collect()
+}
+
+fn es_request(body: &Value, url: &HashMap<String, String>) -> Result<SearchRequest, QueryError> {
+    let o = body.as_object().ok_or_else(|| qerr("parsing_exception", "request body must be a JSON object"))?;
+    for k in o.keys() {
+        if !["query", "size", "from", "sort", "search_after", "_source", "track_total_hits", "timeout", "stored_fields", "version", "seq_no_primary_term"].contains(&k.as_str()) {
+            return Err(qerr("parsing_exception", format!("unknown key [{k}] in the search request")));
+        }
+    }
+    let query = match (o.get("query"), url.get("q")) {
+        (Some(q), _) => parse_es_query(q)?,
+        (None, Some(q)) => parse_query_string(q, &FieldRef::Any, url.get("default_operator").is_some_and(|d| d.eq_ignore_ascii_case("and")))?,
+        (None, None) => Query::All,
+    };
+    let num = |name: &str| -> Result<Option<usize>, QueryError> {
+        match o.get(name).or(None) {
+            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| qerr("parsing_exception", format!("[{name}] must be a non-negative integer"))),
+            None => url.get(name).map(|v| v.parse::<usize>().map_err(|_| qerr("parsing_exception", format!("[{name}] must be a non-negative integer")))).transpose(),
+        }
+    };
+    let sort = es_sort(o.get("sort"))?;
+    let search_after = match o.get("search_after") {
+        None => None,
+        Some(Value::Array(vals)) => {
+            let n = sort.len();
+            if vals.len() != n + 2 {
+                return Err(qerr("illegal_argument_exception", format!("search_after has {} values; it takes the {} of a hit's [sort] (its sort values, then partition and offset)", vals.len(), n + 2)));
+            }
+            let f = |v: &Value| v.as_f64().ok_or_else(|| qerr("illegal_argument_exception", format!("search_after value {v} is not a number")));
+            Some(SortKey { values: vals[..n].iter().map(f).collect::<Result<_, _>>()?, partition: f(&vals[n])? as i32, offset: f(&vals[n + 1])? as i64 })
+        }
+        Some(other) => return Err(qerr("parsing_exception", format!("[search_after] {other} must be an array"))),
+    };
+    Ok(SearchRequest { query, from: num("from")?.unwrap_or(0), size: num("size")?.unwrap_or(DEFAULT_SIZE).min(MAX_RESULT_WINDOW), sort, search_after, partitions: None })
+}
+
+fn es_hit(topic: &str, h: &Hit, sorted: bool) -> Value {
+    let d = &h.doc;
+    let source = match d.json() {
+        Some(v @ Value::Object(_)) => v,
+        _ => json!({ "value": d.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()) }),
+    };
+    let full = d.to_json(topic);
+    let mut hit = json!({
+        "_index": topic,
+        "_id": format!("{}-{}", d.partition, d.offset),
+        "_score": if sorted { Value::Null } else { json!(h.score) },
+        "_source": source,
+        "_chronik": { "partition": d.partition, "offset": d.offset, "timestamp": d.timestamp, "key": full["key"], "headers": full["headers"] },
+    });
+    // Whole numbers (timestamps, offsets) as integers, as Elasticsearch writes longs.
+    let number = |v: f64| if v.fract() == 0.0 && v.abs() < 9.0e15 { json!(v as i64) } else { json!(v) };
+    let mut sort: Vec<Value> = h.sort.values.iter().map(|v| number(*v)).collect();
+    sort.push(json!(h.sort.partition));
+    sort.push(json!(h.sort.offset));
+    hit["sort"] = Value::Array(sort);
+    hit
+}
+
+fn es_response(topic: &str, req: &SearchRequest, r: &SearchResponse, took_ms: u64, shards: usize) -> Value {
+    let sorted_by_score = matches!(req.sort.first(), Some(SortField::Score(_)));
+    let max_score = if sorted_by_score { r.hits.iter().map(|h| h.score).fold(None, |m: Option<f32>, s| Some(m.map_or(s, |m| m.max(s)))) } else { None };
+    json!({
+        "took": took_ms,
+        "timed_out": false,
+        "_shards": { "total": shards, "successful": shards, "skipped": 0, "failed": 0 },
+        "hits": {
+            "total": { "value": r.total, "relation": "eq" },
+            "max_score": max_score,
+            "hits": r.hits.iter().map(|h| es_hit(topic, h, !sorted_by_score)).collect::<Vec<_>>(),
+        },
+    })
+}
+
+fn shards(s: &HttpState, topic: &str) -> usize {
+    s.broker.topic(topic).map_or(0, |t| t.partitions.len())
+}
+
+async fn es_search(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(p): UrlQuery<HashMap<String, String>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let req = match parse_body(&body).and_then(|b| es_request(&b, &p)) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    match run(&s, topic.clone(), req.clone()).await {
+        Ok(r) => es_json(StatusCode::OK, es_response(&topic, &req, &r, started.elapsed().as_millis() as u64, shards(&s, &topic))),
+        Err(e) => search_error(e),
+    }
+}
+
+async fn es_count(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(p): UrlQuery<HashMap<String, String>>, body: Bytes) -> Response {
+    let query = match parse_body(&body) {
+        Ok(b) => match (b.get("query"), p.get("q")) {
+            (Some(q), _) => parse_es_query(q),
+            (None, Some(q)) => parse_query_string(q, &FieldRef::Any, false),
+            (None, None) => Ok(Query::All),
+        },
+        Err(e) => Err(e),
+    };
+    let query = match query {
+        Ok(q) => q,
+        Err(e) => return bad(e),
+    };
+    let req = SearchRequest { query, from: 0, size: 0, sort: vec![SortField::Offset(SortOrder::Asc)], search_after: None, partitions: None };
+    match run(&s, topic.clone(), req).await {
+        Ok(r) => {
+            let n = shards(&s, &topic);
+            es_json(StatusCode::OK, json!({ "count": r.total, "_shards": { "total": n, "successful": n, "skipped": 0, "failed": 0 } }))
+        }
+        Err(e) => search_error(e),
+    }
+}
+
+async fn msearch(s: HttpState, default_topic: Option<String>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let text = String::from_utf8_lossy(&body);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() % 2 != 0 {
+        return error(StatusCode::BAD_REQUEST, "illegal_argument_exception", "_msearch takes pairs of lines: a header, then a search body");
+    }
+    let mut responses = Vec::new();
+    for pair in lines.chunks(2) {
+        let header: Value = match serde_json::from_str(pair[0]) {
+            Ok(h) => h,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "parsing_exception", &format!("_msearch header is not JSON: {e}")),
+        };
+        let topic = header.get("index").and_then(|i| i.as_str().map(str::to_string).or_else(|| i.get(0).and_then(Value::as_str).map(str::to_string))).or(default_topic.clone());
+        let one_started = Instant::now();
+        let answer = match topic {
+            None => json!({ "error": { "type": "illegal_argument_exception", "reason": "no index named in the _msearch header" }, "status": 400 }),
+            Some(topic) => {
+                let req = serde_json::from_str::<Value>(pair[1]).map_err(|e| qerr("parsing_exception", format!("search body is not JSON: {e}"))).and_then(|b| es_request(&b, &HashMap::new()));
+                match req {
+                    Err(e) => json!({ "error": { "type": e.kind, "reason": e.reason }, "status": 400 }),
+                    Ok(req) => match run(&s, topic.clone(), req.clone()).await {
+                        Ok(r) => {
+                            let mut v = es_response(&topic, &req, &r, one_started.elapsed().as_millis() as u64, shards(&s, &topic));
+                            v["status"] = json!(200);
+                            v
+                        }
+                        Err(SearchError::NoTopic(t)) => json!({ "error": { "type": "index_not_found_exception", "reason": format!("no such index [{t}]") }, "status": 404 }),
+                        Err(SearchError::Bad(e)) => json!({ "error": { "type": e.kind, "reason": e.reason }, "status": 400 }),
+                        Err(SearchError::Unavailable(why)) => json!({ "error": { "type": "search_phase_execution_exception", "reason": why }, "status": 503 }),
+                    },
+                }
+            }
+        };
+        responses.push(answer);
+    }
+    es_json(StatusCode::OK, json!({ "took": started.elapsed().as_millis() as u64, "responses": responses }))
+}
+
+async fn msearch_all(State(s): State<HttpState>, body: Bytes) -> Response {
+    msearch(s, None, body).await
+}
+
+async fn msearch_topic(State(s): State<HttpState>, Path(topic): Path<String>, body: Bytes) -> Response {
+    msearch(s, Some(topic), body).await
+}
+
+// ---- live subscriptions -------------------------------------------------------------------
+
+/// `GET /topics/{topic}/search/stream?q=...`: server-sent events, one `hit`
+/// event per record that matches and was produced after the subscription
+/// started (offsets at or past each partition's log end at that moment).
+/// The first event, `subscribed`, says where it starts.
+async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(p): UrlQuery<HashMap<String, String>>, _h: HeaderMap) -> Response {
+    let query = match parse_query_string(p.get("q").map(String::as_str).unwrap_or("*"), &FieldRef::Any, false) {
+        Ok(q) => q,
+        Err(e) => return bad(e),
+    };
+    if let Err(e) = s.search.check_topic(&topic) {
+        return search_error(e);
+    }
+    let Some(t) = s.broker.topic(&topic) else { return search_error(SearchError::NoTopic(topic)) };
+    let starts: Vec<i64> = t.partitions.iter().map(|p| p.log_end_offset().unwrap_or(0)).collect();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let start_event = json!({ "topic": topic, "from": starts.iter().enumerate().map(|(i, o)| (i.to_string(), json!(o))).collect::<serde_json::Map<_, _>>() });
+    let _ = tx.send(json!({ "_event": "subscribed", "data": start_event }));
+    let sink_topic = topic.clone();
+    let sink_tx = tx.clone();
+    let id = s.live.subscribe(
+        &topic,
+        query,
+        Box::new(move |doc| {
+            if doc.offset < starts.get(doc.partition as usize).copied().unwrap_or(0) {
+                return true;
+            }
+            sink_tx.send(doc.to_json(&sink_topic)).is_ok()
+        }),
+    );
+    drop(tx);
+    struct Unsubscribe(Arc<Live>, u64);
+    impl Drop for Unsubscribe {
+        fn drop(&mut self) {
+            self.0.unsubscribe(self.1);
+        }
+    }
+    let guard = Unsubscribe(s.live.clone(), id);
+    let events = tokio_stream::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), move |v| {
+        let _keep = &guard;
+        let ev = match v.get("_event").and_then(Value::as_str) {
+            Some(name) => Event::default().event(name).data(v["data"].to_string()),
+            None => Event::default().event("hit").data(v.to_string()),
+        };
+        Ok::<Event, Infallible>(ev)
+    });
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}
