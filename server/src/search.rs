@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex};
 
 use chronik_core::search::{Doc, FieldRef, IndexAnswer, IndexHit, PartitionIndex, Query, SearchBackend, SortField, SortKey, SortOrder};
 use serde_json::Value;
+use tantivy::collector::sort_key::SortByErasedType;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, TermQuery};
 use tantivy::schema::{
-    Field, IndexRecordOption, JsonObjectOptions, NumericOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions, STRING,
+    Field, IndexRecordOption, JsonObjectOptions, NumericOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions, STORED, STRING,
 };
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument, Term};
 
@@ -36,6 +37,11 @@ struct Fields {
     json: Field,
     headers: Field,
     fields: Field,
+    /// The record as it was produced (stored, not indexed): hits are served
+    /// from here instead of decompressing the record's batch from the log.
+    raw_key: Field,
+    raw_value: Field,
+    raw_headers: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -54,6 +60,9 @@ fn schema() -> (Schema, Fields) {
         json: b.add_json_field("json", json),
         headers: b.add_json_field("headers", headers),
         fields: b.add_text_field("fields", STRING),
+        raw_key: b.add_bytes_field("raw_key", STORED),
+        raw_value: b.add_bytes_field("raw_value", STORED),
+        raw_headers: b.add_text_field("raw_headers", STORED),
     };
     (b.build(), f)
 }
@@ -114,7 +123,30 @@ impl TantivyIndex {
         for name in d.present_fields() {
             doc.add_text(f.fields, name);
         }
+        // The copy: a null key or value is absent; headers keep their order and nulls.
+        if let Some(k) = &d.key {
+            doc.add_bytes(f.raw_key, k.as_ref());
+        }
+        if let Some(v) = &d.value {
+            doc.add_bytes(f.raw_value, v.as_ref());
+        }
+        if !d.headers.is_empty() {
+            let hs: Vec<(String, Option<Vec<u8>>)> = d.headers.iter().map(|(k, v)| (k.clone(), v.as_ref().map(|v| v.to_vec()))).collect();
+            doc.add_text(f.raw_headers, serde_json::to_string(&hs).unwrap_or_default());
+        }
         doc
+    }
+
+    /// The stored copy of the record at `addr`.
+    fn stored(&self, searcher: &Searcher, addr: DocAddress, partition: i32, offset: i64, timestamp: i64) -> Option<Doc> {
+        use tantivy::schema::document::Value as _;
+        let d: TantivyDocument = searcher.doc(addr).ok()?;
+        let bytes = |field: Field| d.get_first(field).and_then(|v| v.as_bytes()).map(bytes::Bytes::copy_from_slice);
+        let headers = match d.get_first(self.f.raw_headers).and_then(|v| v.as_str()) {
+            Some(text) => serde_json::from_str::<Vec<(String, Option<Vec<u8>>)>>(text).ok()?.into_iter().map(|(k, v)| (k, v.map(bytes::Bytes::from))).collect(),
+            None => Vec::new(),
+        };
+        Some(Doc { partition, offset, timestamp, key: bytes(self.f.raw_key), value: bytes(self.f.raw_value), headers })
     }
 
     fn json_term(&self, field: Field, path: &str) -> Term {
@@ -303,36 +335,45 @@ impl TantivyIndex {
             .unwrap_or(0)
     }
 
-    /// The best `n` matches by the first sort field (ties in no set order).
-    fn top(&self, searcher: &Searcher, q: &dyn TQuery, n: usize, first: SortField) -> Result<Vec<IndexHit>, String> {
-        let hit = |score: f32, addr: DocAddress| IndexHit {
-            offset: Self::fast_i64(searcher, addr, "offset"),
-            timestamp: Self::fast_i64(searcher, addr, "timestamp"),
-            score,
+    /// The best `n` matches in the exact order of `sort` followed by offset
+    /// (this index holds one partition): tantivy sorts by up to three keys.
+    fn top(&self, searcher: &Searcher, q: &dyn TQuery, n: usize, sort: &[SortField]) -> Result<Vec<IndexHit>, String> {
+        let key = |s: SortField| -> (SortByErasedType, Order) {
+            let order = |o: SortOrder| if o == SortOrder::Asc { Order::Asc } else { Order::Desc };
+            match s {
+                SortField::Score(o) => (SortByErasedType::for_score(), order(o)),
+                SortField::Timestamp(o) => (SortByErasedType::for_field("timestamp"), order(o)),
+                SortField::Offset(o) => (SortByErasedType::for_field("offset"), order(o)),
+            }
         };
-        let order = |o: SortOrder| if o == SortOrder::Asc { Order::Asc } else { Order::Desc };
-        Ok(match first {
-            SortField::Score(SortOrder::Desc) => {
-                searcher.search(q, &TopDocs::with_limit(n).order_by_score()).map_err(|e| e.to_string())?.into_iter().map(|(s, a)| hit(s, a)).collect()
-            }
-            SortField::Score(SortOrder::Asc) => {
-                // Rare: every match, sorted afterwards.
-                let all = searcher.search(q, &TopDocs::with_limit(searcher.num_docs().max(1) as usize).order_by_score()).map_err(|e| e.to_string())?;
-                all.into_iter().map(|(s, a)| hit(s, a)).collect()
-            }
-            SortField::Timestamp(o) => searcher
-                .search(q, &TopDocs::with_limit(n).order_by_fast_field::<i64>("timestamp", order(o)))
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|(_, a)| hit(0.0, a))
-                .collect(),
-            SortField::Offset(o) => searcher
-                .search(q, &TopDocs::with_limit(n).order_by_fast_field::<i64>("offset", order(o)))
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|(_, a)| hit(0.0, a))
-                .collect(),
-        })
+        let tie = SortField::Offset(SortOrder::Asc);
+        let k1 = key(sort.first().copied().unwrap_or(SortField::Score(SortOrder::Desc)));
+        let k2 = key(sort.get(1).copied().unwrap_or(tie));
+        let k3 = key(tie);
+        let score_pos = sort.iter().take(2).position(|s| matches!(s, SortField::Score(_)));
+        let found = searcher.search(q, &TopDocs::with_limit(n).order_by((k1, k2, k3))).map_err(|e| e.to_string())?;
+        Ok(found
+            .into_iter()
+            .map(|((a, b, _), addr)| {
+                let score = match score_pos {
+                    Some(0) => owned_f64(&a),
+                    Some(1) => owned_f64(&b),
+                    _ => 0.0,
+                } as f32;
+                let (offset, timestamp) = (Self::fast_i64(searcher, addr, "offset"), Self::fast_i64(searcher, addr, "timestamp"));
+                let partition = Self::fast_i64(searcher, addr, "partition") as i32;
+                IndexHit { offset, timestamp, score, doc: self.stored(searcher, addr, partition, offset, timestamp) }
+            })
+            .collect())
+    }
+}
+
+fn owned_f64(v: &OwnedValue) -> f64 {
+    match v {
+        OwnedValue::F64(x) => *x,
+        OwnedValue::I64(x) => *x as f64,
+        OwnedValue::U64(x) => *x as f64,
+        _ => 0.0,
     }
 }
 
@@ -388,27 +429,31 @@ impl PartitionIndex for TantivyIndex {
         if limit == 0 || total == 0 {
             return Ok(IndexAnswer { total, hits: Vec::new() });
         }
-        let first = sort.first().copied().unwrap_or(SortField::Score(SortOrder::Desc));
+        let sort: Vec<SortField> = if sort.is_empty() { vec![SortField::Score(SortOrder::Desc)] } else { sort.to_vec() };
+        let Some(after) = after else {
+            return Ok(IndexAnswer { total, hits: self.top(&searcher, &*q, limit, &sort)? });
+        };
+        // After a given hit: skip what sorts before it by a range on the first
+        // field (when it is a field), then the rest of the tie in memory.
         let partition = Self::partition_of(&searcher);
-        // Fetch more than asked until the page is complete: the collector
-        // orders by the first field only, and `search_after` drops some.
-        let mut n = limit.saturating_add(after.map_or(0, |_| limit)).max(16);
-        loop {
-            let fetched = self.top(&searcher, &*q, n, first)?;
-            let complete = fetched.len() < n;
-            let mut keyed: Vec<(SortKey, IndexHit)> =
-                fetched.into_iter().map(|h| (SortKey::of(sort, partition, h.offset, h.timestamp, h.score), h)).collect();
-            keyed.sort_by(|a, b| SortKey::cmp(sort, &a.0, &b.0));
-            // The last fetched value of the first field may continue past the
-            // fetch: only keys strictly before it are certainly in order.
-            let boundary = keyed.last().map(|(k, _)| k.values.first().copied());
-            if let Some(after) = after {
-                keyed.retain(|(k, _)| SortKey::cmp(sort, k, after) == std::cmp::Ordering::Greater);
+        let bounded: Box<dyn TQuery> = match (sort[0], after.values.first()) {
+            (SortField::Timestamp(o) | SortField::Offset(o), Some(&v)) => {
+                let field = if matches!(sort[0], SortField::Timestamp(_)) { FieldRef::Timestamp } else { FieldRef::Offset };
+                let range = if o == SortOrder::Desc { self.range_query(&field, Bound::Unbounded, Bound::Included(v)) } else { self.range_query(&field, Bound::Included(v), Bound::Unbounded) };
+                Box::new(BooleanQuery::new(vec![(Occur::Must, q.box_clone()), (Occur::Must, range)]))
             }
-            let settled = complete
-                || keyed.iter().filter(|(k, _)| Some(k.values.first().copied()) != boundary).count() >= limit;
-            if settled || n >= total as usize {
-                let hits = keyed.into_iter().take(limit).map(|(_, h)| h).collect();
+            _ => q.box_clone(),
+        };
+        let mut n = limit.max(16);
+        loop {
+            let fetched = self.top(&searcher, &*bounded, n, &sort)?;
+            let complete = fetched.len() < n;
+            let hits: Vec<IndexHit> = fetched
+                .into_iter()
+                .filter(|h| SortKey::cmp(&sort, &SortKey::of(&sort, partition, h.offset, h.timestamp, h.score), after) == std::cmp::Ordering::Greater)
+                .take(limit)
+                .collect();
+            if hits.len() == limit || complete {
                 return Ok(IndexAnswer { total, hits });
             }
             n = n.saturating_mul(4);

@@ -119,6 +119,12 @@ fn tantivy_matches_the_model() {
     // The queries discriminate: most match some records, few match all.
     let some = sizes.iter().filter(|&&n| n > 0 && n < 600).count();
     assert!(some * 10 >= sizes.len() * 7, "too many queries match nothing or everything: {sizes:?}");
+    // Hits carry the records exactly as they were produced.
+    let every = tantivy.search(&Query::All, 1000, &[SortField::Offset(SortOrder::Asc)], None).unwrap();
+    assert_eq!(every.hits.len(), 600);
+    for h in &every.hits {
+        assert_eq!(h.doc.as_ref(), Some(&all[h.offset as usize]), "the stored copy of offset {}", h.offset);
+    }
     // Retention and truncation.
     tantivy.delete_below(100).unwrap();
     model.delete_below(100).unwrap();

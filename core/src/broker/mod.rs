@@ -65,6 +65,11 @@ impl Partition {
         self.lock().as_ref().ok().filter(|l| l.offline().is_none()).map(|l| l.log_end_offset())
     }
 
+    /// The log start offset, or `None` if the partition is offline.
+    pub fn log_start_offset(&self) -> Option<i64> {
+        self.lock().as_ref().ok().filter(|l| l.offline().is_none()).map(|l| l.log_start_offset())
+    }
+
     /// The high watermark, or `None` if the partition is offline.
     pub fn high_watermark(&self) -> Option<i64> {
         self.lock().as_ref().ok().filter(|l| l.offline().is_none()).map(|l| l.high_watermark())

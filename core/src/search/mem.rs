@@ -64,7 +64,7 @@ impl PartitionIndex for MemIndex {
             keyed.retain(|(k, _)| SortKey::cmp(sort, k, after) == std::cmp::Ordering::Greater);
         }
         keyed.sort_by(|a, b| SortKey::cmp(sort, &a.0, &b.0));
-        let hits = keyed.into_iter().take(limit).map(|(_, d)| IndexHit { offset: d.offset, score: 1.0, timestamp: d.timestamp }).collect();
+        let hits = keyed.into_iter().take(limit).map(|(_, d)| IndexHit { offset: d.offset, score: 1.0, timestamp: d.timestamp, doc: Some(d.clone()) }).collect();
         Ok(IndexAnswer { total, hits })
     }
 }

@@ -163,6 +163,9 @@ pub struct IndexHit {
     pub offset: i64,
     pub score: f32,
     pub timestamp: i64,
+    /// The record, when the index keeps a copy (it is derived from the
+    /// committed log only); otherwise it is read back from the log.
+    pub doc: Option<Doc>,
 }
 
 /// A partition's index answer: how many documents match, and the best ones.

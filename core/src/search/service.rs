@@ -98,18 +98,26 @@ impl SearchService {
             let answer = index.search(&req.query, window, &sort, after).map_err(SearchError::Unavailable)?;
             total += answer.total;
             for h in answer.hits {
-                keyed.push((SortKey::of(&sort, p.index, h.offset, h.timestamp, h.score), h.score, p.clone()));
+                keyed.push((SortKey::of(&sort, p.index, h.offset, h.timestamp, h.score), h.score, p.clone(), h.doc));
             }
         }
         keyed.sort_by(|a, b| SortKey::cmp(&sort, &a.0, &b.0));
         let mut hits = Vec::new();
-        for (key, score, p) in keyed.into_iter().skip(req.from).take(size) {
-            // The record itself, from the log: retention may have removed it since.
-            match read_record(&p, key.offset) {
-                Ok(Some(doc)) => hits.push(Hit { doc, score, sort: key }),
-                Ok(None) => {}
-                Err(e) => return Err(SearchError::Unavailable(e)),
+        for (key, score, p, copy) in keyed.into_iter().skip(req.from).take(size) {
+            // Retention may have removed the record since it was indexed.
+            let start = p.log_start_offset().ok_or_else(|| SearchError::Unavailable(format!("partition {} is offline", p.index)))?;
+            if key.offset < start {
+                continue;
             }
+            let doc = match copy {
+                Some(doc) => doc,
+                None => match read_record(&p, key.offset) {
+                    Ok(Some(doc)) => doc,
+                    Ok(None) => continue,
+                    Err(e) => return Err(SearchError::Unavailable(e)),
+                },
+            };
+            hits.push(Hit { doc, score, sort: key });
         }
         Ok(SearchResponse { total, hits })
     }
