@@ -136,6 +136,15 @@ def main():
             latency[name] = ts
         stop.set()
         bg.join(120)
+        # Let the indexer catch up with the background ingest first.
+        deadline = time.monotonic() + 300
+        produced = sum(int(get(f"{http}/topics/searched/search?q=*&limit=0")["total"]) for _ in [0])
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = int(get(f"{http}/topics/searched/search?q=*&limit=0")["total"])
+            if now == produced:
+                break
+            produced = now
 
         log(f"freshness: {FRESH} single records, acknowledgement to first hit")
         p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0})

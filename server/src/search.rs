@@ -338,6 +338,11 @@ impl TantivyIndex {
     /// The best `n` matches in the exact order of `sort` followed by offset
     /// (this index holds one partition): tantivy sorts by up to three keys.
     fn top(&self, searcher: &Searcher, q: &dyn TQuery, n: usize, sort: &[SortField]) -> Result<Vec<IndexHit>, String> {
+        Ok(self.top_counted(searcher, q, n, sort, false)?.1)
+    }
+
+    /// [`TantivyIndex::top`], and how many documents match (one pass when `count`).
+    fn top_counted(&self, searcher: &Searcher, q: &dyn TQuery, n: usize, sort: &[SortField], count: bool) -> Result<(u64, Vec<IndexHit>), String> {
         let key = |s: SortField| -> (SortByErasedType, Order) {
             let order = |o: SortOrder| if o == SortOrder::Asc { Order::Asc } else { Order::Desc };
             match s {
@@ -351,8 +356,14 @@ impl TantivyIndex {
         let k2 = key(sort.get(1).copied().unwrap_or(tie));
         let k3 = key(tie);
         let score_pos = sort.iter().take(2).position(|s| matches!(s, SortField::Score(_)));
-        let found = searcher.search(q, &TopDocs::with_limit(n).order_by((k1, k2, k3))).map_err(|e| e.to_string())?;
-        Ok(found
+        let collector = TopDocs::with_limit(n.max(1)).order_by((k1, k2, k3));
+        let (total, found) = if count {
+            let (c, f) = searcher.search(q, &(Count, collector)).map_err(|e| e.to_string())?;
+            (c as u64, f)
+        } else {
+            (0, searcher.search(q, &collector).map_err(|e| e.to_string())?)
+        };
+        let hits = found
             .into_iter()
             .map(|((a, b, _), addr)| {
                 let score = match score_pos {
@@ -364,7 +375,8 @@ impl TantivyIndex {
                 let partition = Self::fast_i64(searcher, addr, "partition") as i32;
                 IndexHit { offset, timestamp, score, doc: self.stored(searcher, addr, partition, offset, timestamp) }
             })
-            .collect())
+            .collect();
+        Ok((total, hits))
     }
 }
 
@@ -425,14 +437,16 @@ impl PartitionIndex for TantivyIndex {
     fn search(&self, query: &Query, limit: usize, sort: &[SortField], after: Option<&SortKey>) -> Result<IndexAnswer, String> {
         let searcher = self.reader.searcher();
         let q = self.translate(query);
-        let total = searcher.search(&*q, &Count).map_err(|e| e.to_string())? as u64;
-        if limit == 0 || total == 0 {
+        let sort: Vec<SortField> = if sort.is_empty() { vec![SortField::Score(SortOrder::Desc)] } else { sort.to_vec() };
+        if limit == 0 {
+            let total = searcher.search(&*q, &Count).map_err(|e| e.to_string())? as u64;
             return Ok(IndexAnswer { total, hits: Vec::new() });
         }
-        let sort: Vec<SortField> = if sort.is_empty() { vec![SortField::Score(SortOrder::Desc)] } else { sort.to_vec() };
         let Some(after) = after else {
-            return Ok(IndexAnswer { total, hits: self.top(&searcher, &*q, limit, &sort)? });
+            let (total, hits) = self.top_counted(&searcher, &*q, limit, &sort, true)?;
+            return Ok(IndexAnswer { total, hits });
         };
+        let total = searcher.search(&*q, &Count).map_err(|e| e.to_string())? as u64;
         // After a given hit: skip what sorts before it by a range on the first
         // field (when it is a field), then the rest of the tie in memory.
         let partition = Self::partition_of(&searcher);
