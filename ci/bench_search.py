@@ -137,14 +137,14 @@ def main():
         stop.set()
         bg.join(120)
         # Let the indexer catch up with the background ingest first.
-        deadline = time.monotonic() + 300
-        produced = sum(int(get(f"{http}/topics/searched/search?q=*&limit=0")["total"]) for _ in [0])
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            now = int(get(f"{http}/topics/searched/search?q=*&limit=0")["total"])
-            if now == produced:
-                break
-            produced = now
+        from confluent_kafka import Consumer, TopicPartition
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
+        produced = sum(c.get_watermark_offsets(TopicPartition("searched", p), timeout=10)[1] for p in range(3))
+        c.close()
+        t0 = time.monotonic()
+        while count(http, "searched") < produced and time.monotonic() - t0 < 600:
+            time.sleep(0.1)
+        log(f"indexer caught up with {produced} records {time.monotonic() - t0:.1f} s after the ingest stopped")
 
         log(f"freshness: {FRESH} single records, acknowledgement to first hit")
         p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 0})

@@ -113,14 +113,17 @@ impl TantivyIndex {
         if let Some(v) = &d.value {
             doc.add_text(f.value, String::from_utf8_lossy(v));
         }
-        if let Some(Value::Object(m)) = d.json().as_ref().and_then(indexable) {
+        // The value is parsed once, for the JSON field and the present fields.
+        let json = d.json();
+        let leaves = json.as_ref().map(chronik_core::search::json_leaves_of).unwrap_or_default();
+        if let Some(Value::Object(m)) = json.as_ref().and_then(indexable) {
             doc.add_field_value(f.json, &OwnedValue::from(m));
         }
         let headers: serde_json::Map<String, Value> = d.header_texts().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         if !headers.is_empty() {
             doc.add_field_value(f.headers, &OwnedValue::from(headers));
         }
-        for name in d.present_fields() {
+        for name in d.present_fields_with(&leaves) {
             doc.add_text(f.fields, name);
         }
         // The copy: a null key or value is absent; headers keep their order and nulls.

@@ -56,16 +56,17 @@ impl Doc {
     /// Every leaf of the JSON value, by dotted path (array elements share
     /// their array's path; booleans are the texts "true"/"false"; nulls are absent).
     pub fn json_leaves(&self) -> Vec<(String, Leaf)> {
-        let mut out = Vec::new();
-        if let Some(v) = self.json() {
-            flatten_json(&v, String::new(), &mut out);
-        }
-        out
+        self.json().map(|v| json_leaves_of(&v)).unwrap_or_default()
     }
 
     /// Every field path present in the document, with every prefix of a JSON
     /// path (`user.id` makes `user` exist too), for `exists` queries.
     pub fn present_fields(&self) -> Vec<String> {
+        self.present_fields_with(&self.json_leaves())
+    }
+
+    /// [`Doc::present_fields`] from leaves already flattened.
+    pub fn present_fields_with(&self, leaves: &[(String, Leaf)]) -> Vec<String> {
         let mut out = vec!["offset".to_string(), "timestamp".to_string(), "partition".to_string()];
         if self.key.is_some() {
             out.push("key".into());
@@ -79,7 +80,7 @@ impl Doc {
                 out.push("headers".into());
             }
         }
-        for (path, _) in self.json_leaves() {
+        for (path, _) in leaves {
             let mut prefix = String::new();
             for part in path.split('.') {
                 if !prefix.is_empty() {
@@ -121,6 +122,13 @@ impl Doc {
             "value": value,
         })
     }
+}
+
+/// The leaves of a parsed JSON value (see [`Doc::json_leaves`]).
+pub fn json_leaves_of(v: &serde_json::Value) -> Vec<(String, Leaf)> {
+    let mut out = Vec::new();
+    flatten_json(v, String::new(), &mut out);
+    out
 }
 
 fn flatten_json(v: &serde_json::Value, path: String, out: &mut Vec<(String, Leaf)>) {
