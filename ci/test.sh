@@ -66,7 +66,7 @@ cargo test --workspace --release
 step "deterministic simulation: 200 seeds, a determinism check, planted-bug self-test"
 bash ci/sim.sh --seeds 200
 bash ci/sim.sh --seeds 10 --start 1000 --check-determinism
-for bug in skip-fsync truncate-torn-tail-off ack-commit-before-fsync; do
+for bug in skip-fsync truncate-torn-tail-off ack-commit-before-fsync index-resume-at-hw; do
   bash ci/sim.sh --bug "$bug" --seeds 200
 done
 

@@ -18,16 +18,21 @@ pub enum Bug {
     /// The group coordinator applies and acknowledges an offset commit as
     /// soon as its record is appended, before it is fsynced.
     AckCommitBeforeFsync,
+    /// After a restart the search indexer resumes at the high watermark
+    /// instead of the offset its index last committed: the records indexed
+    /// but not committed before a crash are never indexed again.
+    IndexResumeAtHw,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::SkipFsync, Bug::TruncateTornTailOff, Bug::AckCommitBeforeFsync];
+    pub const ALL: [Bug; 4] = [Bug::SkipFsync, Bug::TruncateTornTailOff, Bug::AckCommitBeforeFsync, Bug::IndexResumeAtHw];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::SkipFsync => "skip-fsync",
             Bug::TruncateTornTailOff => "truncate-torn-tail-off",
             Bug::AckCommitBeforeFsync => "ack-commit-before-fsync",
+            Bug::IndexResumeAtHw => "index-resume-at-hw",
         }
     }
 

@@ -409,3 +409,23 @@ pub async fn retention(shared: Arc<Shared>, interval_ms: u64) {
         shared.broker.enforce_retention();
     }
 }
+
+/// Runs the search indexer as a task: a pass after every high-watermark move,
+/// and at least every `refresh_ms` (which commits what was added). The
+/// simulator drives its in-memory indexes this way; production runs the same
+/// passes on a thread of its own, because tantivy blocks.
+pub async fn search_indexer(shared: Arc<Shared>, mut indexer: chronik_core::search::indexer::Indexer, refresh_ms: u64) {
+    let started = tokio::time::Instant::now();
+    loop {
+        indexer.run_once(started.elapsed().as_millis() as i64);
+        tokio::select! {
+            biased;
+            _ = shared.stopped() => {
+                indexer.commit_all();
+                return;
+            }
+            _ = shared.hw_advanced.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(refresh_ms.max(1))) => {}
+        }
+    }
+}

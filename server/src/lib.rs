@@ -26,6 +26,10 @@ pub struct Deps {
     pub disk: Arc<dyn Disk>,
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<Rng>,
+    /// Search indexes driven from a task (the simulator's in-memory ones).
+    /// `None` in production, where tantivy indexes run on a thread of their
+    /// own next to the HTTP API (see `search::start`).
+    pub search: Option<Arc<dyn chronik_core::search::SearchBackend>>,
 }
 
 impl Deps {
@@ -36,7 +40,7 @@ impl Deps {
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let seed = nanos ^ ((std::process::id() as u64) << 32);
-        Ok(Deps { disk: Arc::new(disk), clock: Arc::new(SystemClock), rng: Arc::new(Rng::seeded(seed)) })
+        Ok(Deps { disk: Arc::new(disk), clock: Arc::new(SystemClock), rng: Arc::new(Rng::seeded(seed)), search: None })
     }
 }
 
@@ -69,6 +73,11 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     }
     let broker = Broker::open(broker_config.clone(), deps.disk, deps.clock, deps.rng).context("cannot open the broker's data")?;
     let shared = Shared::new(Arc::new(broker));
+    let task_indexer = deps.search.map(|backend| {
+        let indexes = Arc::new(chronik_core::search::SearchIndexes::new(backend));
+        let live = Arc::new(chronik_core::search::live::Live::default());
+        chronik_core::search::indexer::Indexer::new(shared.broker.clone(), indexes, live, config.search_refresh_ms as i64)
+    });
     #[cfg(not(madsim))]
     let (search, http_addr) = match config.http_listen {
         Some(addr) => {
@@ -79,12 +88,15 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     };
     #[cfg(madsim)]
     let http_addr: Option<SocketAddr> = None;
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(chronik_net::serve(listener, shared.clone())),
         tokio::spawn(chronik_net::flusher(shared.clone(), broker_config.flush_interval_ms)),
         tokio::spawn(chronik_net::retention(shared.clone(), broker_config.retention_check_interval_ms)),
         tokio::spawn(chronik_net::group_timer(shared.clone(), GROUP_TICK_MS)),
     ];
+    if let Some(indexer) = task_indexer {
+        tasks.push(tokio::spawn(chronik_net::search_indexer(shared.clone(), indexer, config.search_refresh_ms)));
+    }
     tracing::info!(
         kafka = %kafka_addr,
         http = %http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),

@@ -46,6 +46,9 @@ pub struct History {
     /// Partitions whose stored bytes were corrupted on purpose (bit rot):
     /// with a single replica, their records may be unreadable.
     pub rotted: Vec<Partition>,
+    /// After healing: each partition's search index, (next offset to index,
+    /// committed documents as (offset, value)).
+    pub search_index: BTreeMap<Partition, (i64, Vec<(i64, String)>)>,
 }
 
 impl History {
@@ -67,6 +70,9 @@ impl History {
         }
         for (p, log) in &self.final_logs {
             eat(&format!("final {p} {log:?}"));
+        }
+        for (p, index) in &self.search_index {
+            eat(&format!("index {p} {index:?}"));
         }
         h
     }

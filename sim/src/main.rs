@@ -80,10 +80,11 @@ mod sim_main {
             }
         }
         let acked = outcome.history.acked().len();
+        let indexed: usize = outcome.history.search_index.values().map(|(_, docs)| docs.len()).sum();
         let faults: Vec<String> = outcome.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let verdict = if outcome.violations.is_empty() { "ok" } else { "FAILED" };
         println!(
-            "seed {}: {verdict} trace={hash:016x} acked={acked} faults[{}] sim={:.1}s wall={:.2}s ({:.0} sim-s/wall-s)",
+            "seed {}: {verdict} trace={hash:016x} acked={acked} indexed={indexed} faults[{}] sim={:.1}s wall={:.2}s ({:.0} sim-s/wall-s)",
             args.seed,
             faults.join(" "),
             outcome.sim_elapsed.as_secs_f64(),

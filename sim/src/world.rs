@@ -21,7 +21,9 @@ use chronik_core::disk::{Disk, FaultConfig, SimDisk};
 use chronik_core::rng::Rng;
 use chronik_proto::ResponseError;
 use chronik_server::{Config, Deps, Settings};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use chronik_core::search::mem::MemBackend;
+use chronik_core::search::SearchBackend;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -110,15 +112,18 @@ async fn world(opts: Options) -> Outcome {
     let disk = SimDisk::with_faults(seed, base_faults.clone());
     let clock = Arc::new(JumpClock { offset_ms: AtomicI64::new(0) });
     let starts = Arc::new(AtomicU64::new(0));
+    // The search indexes: in memory, kept across restarts like the disk (a
+    // crash drops what was not committed).
+    let search = Arc::new(MemBackend::default());
 
     let broker = {
-        let (disk, clock, starts) = (disk.clone(), clock.clone(), starts.clone());
+        let (disk, clock, starts, search) = (disk.clone(), clock.clone(), starts.clone(), search.clone());
         handle
             .create_node()
             .name("broker")
             .ip(IpAddr::V4(BROKER_IP))
             .init(move || {
-                let (disk, clock, starts) = (disk.clone(), clock.clone(), starts.clone());
+                let (disk, clock, starts, search) = (disk.clone(), clock.clone(), starts.clone(), search.clone());
                 async move {
                     loop {
                         let n = starts.fetch_add(1, Ordering::SeqCst);
@@ -148,6 +153,7 @@ async fn world(opts: Options) -> Outcome {
                             disk: Arc::new(disk.clone()),
                             clock: clock.clone(),
                             rng: Arc::new(Rng::seeded_with_buggify(seed.wrapping_mul(31).wrapping_add(n))),
+                            search: Some(search.clone() as Arc<dyn SearchBackend>),
                         };
                         match chronik_server::start(config, deps).await {
                             Ok(_running) => std::future::pending::<()>().await,
@@ -174,7 +180,10 @@ async fn world(opts: Options) -> Outcome {
                     let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
                         .with_name(name(TOPIC))
                         .with_num_partitions(PARTITIONS)
-                        .with_replication_factor(1)]);
+                        .with_replication_factor(1)
+                        .with_configs(vec![CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str("search.enabled"))
+                            .with_value(Some(StrBytes::from_static_str("true")))])]);
                     if let Ok(ResponseKind::CreateTopics(r)) = c.call(ApiKey::CreateTopics, 5, RequestKind::CreateTopics(req)).await {
                         let code = r.topics[0].error_code;
                         if code == 0 || code == ResponseError::TopicAlreadyExists.code() {
@@ -220,6 +229,7 @@ async fn world(opts: Options) -> Outcome {
                 let down = Duration::from_millis(thread_rng().gen_range(0..400));
                 handle.kill(broker.id());
                 disk.crash();
+                search.crash();
                 note("crash", format!("broker down {down:?}"));
                 tokio::time::sleep(down).await;
                 handle.restart(broker.id());
@@ -303,6 +313,7 @@ async fn world(opts: Options) -> Outcome {
     disk.set_faults(base_faults.clone());
     handle.kill(broker.id());
     disk.crash();
+    search.crash();
     handle.restart(broker.id());
     history.lock().unwrap().push(Event::Fault("heal: all faults off, broker restarted".into()));
     let liveness_end = tokio::time::Instant::now() + opts.liveness;
@@ -339,7 +350,24 @@ async fn world(opts: Options) -> Outcome {
     let mut history = std::mem::take(&mut *history.lock().unwrap());
     history.rotted = rotted;
     match finals {
-        Ok(Ok(Ok(logs))) => history.final_logs = logs,
+        Ok(Ok(Ok(logs))) => {
+            // The indexer catches up with the final logs (bounded), then its
+            // committed documents are compared with them.
+            let deadline = liveness_end.max(tokio::time::Instant::now() + Duration::from_secs(5));
+            loop {
+                let index = search_index(&search);
+                let caught_up = logs.iter().all(|(p, log)| {
+                    let end = log.last().map_or(0, |l| l.0 + 1);
+                    index.get(p).map_or(log.is_empty(), |(next, _)| *next >= end)
+                });
+                if caught_up || tokio::time::Instant::now() >= deadline {
+                    history.search_index = index.into_iter().map(|(p, (next, docs))| (p, (next, docs))).collect();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            history.final_logs = logs;
+        }
         Ok(Ok(Err(e))) => violations.push(("liveness", format!("final read failed after healing: {e:#}"))),
         _ => violations.push(("liveness", "final read did not finish after healing".into())),
     }
@@ -783,4 +811,24 @@ async fn kip848_member(k: u32, history: Shared<History>, stop: Arc<AtomicBool>) 
             tokio::time::sleep(pause).await;
         }
     }
+}
+
+/// Each partition's search index: where indexing resumes and its committed
+/// documents as (offset, value).
+fn search_index(search: &MemBackend) -> BTreeMap<Partition, (i64, Vec<(i64, String)>)> {
+    let mut out = BTreeMap::new();
+    for (name, index) in search.indexes() {
+        let Some((topic_dir, p)) = name.rsplit_once('-') else { continue };
+        if !topic_dir.starts_with(&format!("{TOPIC}.")) {
+            continue;
+        }
+        let Ok(p) = p.parse::<Partition>() else { continue };
+        let docs = index
+            .committed()
+            .into_iter()
+            .map(|d| (d.offset, d.value.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default()))
+            .collect();
+        out.insert(p, (chronik_core::search::PartitionIndex::next_offset(&*index), docs));
+    }
+    out
 }

@@ -109,7 +109,10 @@ impl Indexer {
 
     fn index_partition(&mut self, topic: &str, p: &crate::broker::Partition, name: &str, now: i64) -> Result<usize, String> {
         let index = self.indexes.get(name)?;
-        let st = self.parts.entry(name.to_string()).or_insert_with(|| PartState { next: index.next_offset(), log_start: 0, dirty: false, last_commit: now });
+        let st = self.parts.entry(name.to_string()).or_insert_with(|| {
+            let next = if crate::planted::active(crate::planted::Bug::IndexResumeAtHw) { p.high_watermark().unwrap_or(0) } else { index.next_offset() };
+            PartState { next, log_start: 0, dirty: false, last_commit: now }
+        });
         let mut added = 0;
         let mut budget = READ_BYTES_PER_PASS;
         loop {

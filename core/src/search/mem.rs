@@ -21,6 +21,19 @@ pub struct MemIndex {
     state: Mutex<State>,
 }
 
+impl MemIndex {
+    /// What a process crash does to an index: documents added since the last
+    /// commit are gone.
+    pub fn crash(&self) {
+        self.state.lock().expect("mem index poisoned").pending.clear();
+    }
+
+    /// The committed documents, by offset.
+    pub fn committed(&self) -> Vec<Doc> {
+        self.state.lock().expect("mem index poisoned").visible.values().cloned().collect()
+    }
+}
+
 impl PartitionIndex for MemIndex {
     fn next_offset(&self) -> i64 {
         self.state.lock().expect("mem index poisoned").next_offset
@@ -74,6 +87,20 @@ impl PartitionIndex for MemIndex {
 #[derive(Default)]
 pub struct MemBackend {
     indexes: Mutex<BTreeMap<String, Arc<MemIndex>>>,
+}
+
+impl MemBackend {
+    /// A crash of the process that uses these indexes.
+    pub fn crash(&self) {
+        for index in self.indexes.lock().expect("mem backend poisoned").values() {
+            index.crash();
+        }
+    }
+
+    /// Every index by name.
+    pub fn indexes(&self) -> Vec<(String, Arc<MemIndex>)> {
+        self.indexes.lock().expect("mem backend poisoned").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
 }
 
 impl SearchBackend for MemBackend {

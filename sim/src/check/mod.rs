@@ -7,6 +7,7 @@ mod hw_monotonic;
 mod no_duplicates;
 mod offsets_dense;
 mod reads_match_log;
+mod search_index;
 
 use crate::history::History;
 
@@ -24,6 +25,7 @@ pub const CHECKERS: &[Checker] = &[
     Checker { name: "reads-match-log", check: reads_match_log::check },
     Checker { name: "hw-monotonic", check: hw_monotonic::check },
     Checker { name: "commits", check: commits::check },
+    Checker { name: "search-index", check: search_index::check },
 ];
 
 /// Runs every checker; returns `(checker, violation)` pairs.
