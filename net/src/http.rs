@@ -26,6 +26,9 @@ use serde_json::{json, Value};
 /// Hits per page when a request does not say (`limit`, `size`).
 pub const DEFAULT_SIZE: usize = 10;
 
+/// Events a live subscriber may have unread before it is dropped.
+pub const LIVE_BUFFER: usize = 10_000;
+
 #[derive(Clone)]
 pub struct HttpState {
     pub search: Arc<SearchService>,
@@ -393,9 +396,10 @@ async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(
     }
     let Some(t) = s.broker.topic(&topic) else { return search_error(SearchError::NoTopic(topic)) };
     let starts: Vec<i64> = t.partitions.iter().map(|p| p.log_end_offset().unwrap_or(0)).collect();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    // Bounded: a subscriber that stops reading is dropped, not buffered without end.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Value>(LIVE_BUFFER);
     let start_event = json!({ "topic": topic, "from": starts.iter().enumerate().map(|(i, o)| (i.to_string(), json!(o))).collect::<serde_json::Map<_, _>>() });
-    let _ = tx.send(json!({ "_event": "subscribed", "data": start_event }));
+    let _ = tx.try_send(json!({ "_event": "subscribed", "data": start_event }));
     let sink_topic = topic.clone();
     let sink_tx = tx.clone();
     let id = s.live.subscribe(
@@ -405,10 +409,19 @@ async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(
             if doc.offset < starts.get(doc.partition as usize).copied().unwrap_or(0) {
                 return true;
             }
-            sink_tx.send(doc.to_json(&sink_topic)).is_ok()
+            match sink_tx.try_send(doc.to_json(&sink_topic)) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(topic = %sink_topic, "a live search subscriber fell {LIVE_BUFFER} events behind (or left); closing it: {e}");
+                    false
+                }
+            }
         }),
     );
     drop(tx);
+    let Some(id) = id else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "node_closed_exception", "the broker is shutting down");
+    };
     struct Unsubscribe(Arc<Live>, u64);
     impl Drop for Unsubscribe {
         fn drop(&mut self) {
@@ -416,7 +429,7 @@ async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(
         }
     }
     let guard = Unsubscribe(s.live.clone(), id);
-    let events = tokio_stream::StreamExt::map(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), move |v| {
+    let events = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), move |v| {
         let _keep = &guard;
         let ev = match v.get("_event").and_then(Value::as_str) {
             Some(name) => Event::default().event(name).data(v["data"].to_string()),

@@ -96,7 +96,9 @@ impl TantivyIndex {
             Some(p) => serde_json::from_str::<Value>(&p).ok().and_then(|v| v.get("next_offset").and_then(Value::as_i64)).unwrap_or(0),
             None => 0,
         };
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES).map_err(|e| format!("cannot open the index writer: {e}"))?;
+        // One indexing and one merging thread per partition.
+        let options = tantivy::indexer::IndexWriterOptions::builder().memory_budget_per_thread(WRITER_HEAP_BYTES).num_worker_threads(1).num_merge_threads(1).build();
+        let writer = index.writer_with_options(options).map_err(|e| format!("cannot open the index writer: {e}"))?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| e.to_string())?;
         Ok(TantivyIndex { f, writer: Mutex::new(writer), reader, next_offset: Mutex::new(next) })
     }
@@ -119,7 +121,17 @@ impl TantivyIndex {
         if let Some(Value::Object(m)) = json.as_ref().and_then(indexable) {
             doc.add_field_value(f.json, &OwnedValue::from(m));
         }
-        let headers: serde_json::Map<String, Value> = d.header_texts().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        // A header name may repeat: every value is indexed.
+        let mut headers: serde_json::Map<String, Value> = serde_json::Map::new();
+        for (k, v) in d.header_texts() {
+            match headers.get_mut(&k) {
+                Some(Value::Array(items)) => items.push(Value::String(v)),
+                Some(first) => *first = Value::Array(vec![first.take(), Value::String(v)]),
+                None => {
+                    headers.insert(k, Value::String(v));
+                }
+            }
+        }
         if !headers.is_empty() {
             doc.add_field_value(f.headers, &OwnedValue::from(headers));
         }
@@ -237,7 +249,7 @@ impl TantivyIndex {
             Query::Nothing => Box::new(EmptyQuery),
             Query::Text { field, tokens, all, phrase, raw } => {
                 let mut alternatives: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
-                if let Ok(n) = raw.trim().parse::<f64>() {
+                if let Some(n) = raw.trim().parse::<f64>().ok().filter(|n| n.is_finite()) {
                     if matches!(field, FieldRef::Offset | FieldRef::Timestamp | FieldRef::Partition | FieldRef::Json(_)) {
                         alternatives.push((Occur::Should, self.number_query(field, n)));
                     }
@@ -281,7 +293,7 @@ impl TantivyIndex {
                     .into_iter()
                     .map(|t| (Occur::Should, Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)) as Box<dyn TQuery>))
                     .collect();
-                if let Ok(n) = value.trim().parse::<f64>() {
+                if let Some(n) = value.trim().parse::<f64>().ok().filter(|n| n.is_finite()) {
                     if matches!(field, FieldRef::Offset | FieldRef::Timestamp | FieldRef::Partition | FieldRef::Json(_)) {
                         alternatives.push((Occur::Should, self.number_query(field, n)));
                     }
@@ -434,7 +446,8 @@ impl PartitionIndex for TantivyIndex {
     fn truncate_from(&self, offset: i64) -> Result<(), String> {
         let q = RangeQuery::new(Bound::Included(Term::from_field_i64(self.f.offset, offset)), Bound::Unbounded);
         self.writer.lock().expect("index writer poisoned").delete_query(Box::new(q)).map_err(|e| e.to_string())?;
-        self.commit(offset.min(self.next_offset()))
+        // What was added below `offset` is committed with it: resume at `offset`.
+        self.commit(offset)
     }
 
     fn search(&self, query: &Query, limit: usize, sort: &[SortField], after: Option<&SortKey>) -> Result<IndexAnswer, String> {

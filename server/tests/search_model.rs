@@ -36,7 +36,7 @@ fn docs(n: i64, partition: i32) -> Vec<Doc> {
                 // not JSON
                 0 => format!("plain text {} record {offset}", msg.join(" ")),
                 // a JSON array: no JSON fields
-                1 => format!("[\"{}\", {offset}]", msg.join(" ")),
+                1 => format!("[{{\"level\": \"error\", \"msg\": \"{}\"}}, {offset}]", msg.join(" ")),
                 _ => serde_json::json!({
                     "level": g.pick(LEVELS),
                     "msg": msg.join(" "),
@@ -53,7 +53,11 @@ fn docs(n: i64, partition: i32) -> Vec<Doc> {
                 timestamp: 1_700_000_000_000 + (offset / 3) * 1000, // ties on purpose
                 key: if offset % 5 == 0 { None } else { Some(Bytes::from(format!("key-{} {}", offset % 13, g.pick(WORDS)))) },
                 value: if offset % 11 == 10 { None } else { Some(Bytes::from(value)) },
-                headers: if offset % 3 == 0 { vec![("trace".into(), Some(Bytes::from(format!("t-{}", offset % 4))))] } else { vec![] },
+                headers: match offset % 9 {
+                    0 => vec![("trace".into(), Some(Bytes::from(format!("t-{}", offset % 4)))), ("trace".into(), Some(Bytes::from_static(b"second u-1")))],
+                    3 | 6 => vec![("trace".into(), Some(Bytes::from(format!("t-{}", offset % 4))))],
+                    _ => vec![],
+                },
             }
         })
         .collect()
@@ -65,7 +69,8 @@ fn queries() -> Vec<Query> {
         "user.id:[5 TO 10]", "latency:{50 TO *]", "offset:[100 TO 150}", "timestamp:[1700000010000 TO 1700000020000]",
         "-level:info +msg:disk", "tags:retry", "ok:true", "headers.trace:t", "headers.trace:\"t 2\"", "user.name:*", "key:*",
         "key-7", "key:\"key 7\"", "plain AND record", "level:IN [warn debug]", "(network OR timeout) AND NOT level:error", "user:*",
-        "12", "offset:42", "user.id:7", "partition:0", "nothing-matches-this",
+        "12", "offset:42", "user.id:7", "partition:0", "nothing-matches-this", "headers.trace:second", "headers.trace:u AND headers.trace:t",
+        "offset:nan", "ΣΊΣΥΦΟΣ",
     ];
     let mut out: Vec<Query> = strings.iter().map(|s| parse_query_string(s, &FieldRef::Any, false).unwrap_or_else(|e| panic!("{s}: {e:?}"))).collect();
     out.push(parse_query_string("error disk", &FieldRef::Any, true).unwrap());

@@ -55,7 +55,15 @@ pub fn decode_docs(bytes: &[u8], partition: i32, from: i64) -> Result<(Vec<Doc>,
             continue;
         }
         let mut b = Bytes::copy_from_slice(&bytes[start..stop]);
-        let set = RecordBatchDecoder::decode(&mut b).map_err(|e| format!("cannot decode a batch at {}: {e}", h.base_offset))?;
+        let set = match RecordBatchDecoder::decode(&mut b) {
+            Ok(set) => set,
+            Err(e) => {
+                // Its CRC held, but its records do not decode: skip it, or the
+                // partition would never be indexed past it.
+                tracing::warn!(partition, base_offset = h.base_offset, last_offset = h.last_offset(), error = %e, "a batch cannot be decoded for search; its records are not indexed");
+                continue;
+            }
+        };
         for r in set.records {
             if r.offset < from || r.control {
                 continue;

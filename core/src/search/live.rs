@@ -17,17 +17,22 @@ struct Sub {
 
 #[derive(Default)]
 pub struct Live {
-    subs: Mutex<(u64, Vec<Sub>)>,
+    /// (last id, subscriptions, closed): once closed, nothing subscribes.
+    subs: Mutex<(u64, Vec<Sub>, bool)>,
 }
 
 impl Live {
     /// Starts a subscription; records indexed from now on are offered to it.
-    pub fn subscribe(&self, topic: &str, query: Query, sink: Sink) -> u64 {
+    /// `None` once [`Live::close_all`] ran (the broker is stopping).
+    pub fn subscribe(&self, topic: &str, query: Query, sink: Sink) -> Option<u64> {
         let mut s = self.subs.lock().expect("live subscriptions poisoned");
+        if s.2 {
+            return None;
+        }
         s.0 += 1;
         let id = s.0;
         s.1.push(Sub { id, topic: topic.to_string(), query, sink });
-        id
+        Some(id)
     }
 
     pub fn unsubscribe(&self, id: u64) {
@@ -36,7 +41,9 @@ impl Live {
 
     /// Ends every subscription (at shutdown): their sinks are dropped.
     pub fn close_all(&self) {
-        self.subs.lock().expect("live subscriptions poisoned").1.clear();
+        let mut s = self.subs.lock().expect("live subscriptions poisoned");
+        s.1.clear();
+        s.2 = true;
     }
 
     pub fn count(&self) -> usize {

@@ -64,7 +64,11 @@ impl PartitionIndex for MemIndex {
         let mut s = self.state.lock().expect("mem index poisoned");
         s.visible.split_off(&offset);
         s.pending.retain(|d| d.offset < offset);
-        s.next_offset = s.next_offset.min(offset);
+        // What was added below `offset` is committed with it (as tantivy does).
+        for d in std::mem::take(&mut s.pending) {
+            s.visible.insert(d.offset, d);
+        }
+        s.next_offset = offset;
         Ok(())
     }
 

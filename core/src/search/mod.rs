@@ -47,10 +47,11 @@ pub enum Leaf {
 }
 
 impl Doc {
-    /// The value parsed as JSON, when it is a JSON object or array.
+    /// The value parsed as JSON, when it is a JSON object (only objects
+    /// have fields; an array or a scalar is searched as text).
     pub fn json(&self) -> Option<serde_json::Value> {
         let v: serde_json::Value = serde_json::from_slice(self.value.as_deref()?).ok()?;
-        (v.is_object() || v.is_array()).then_some(v)
+        v.is_object().then_some(v)
     }
 
     /// Every leaf of the JSON value, by dotted path (array elements share
@@ -161,7 +162,8 @@ fn flatten_json(v: &serde_json::Value, path: String, out: &mut Vec<(String, Leaf
 pub fn tokenize(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty() && t.len() < MAX_TOKEN_BYTES)
-        .map(|t| t.to_lowercase())
+        // Character by character, as tantivy's LowerCaser (no final-sigma rule).
+        .map(|t| t.chars().flat_map(char::to_lowercase).collect())
         .collect()
 }
 

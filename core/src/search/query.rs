@@ -174,7 +174,7 @@ pub fn numbers(doc: &Doc, field: &FieldRef) -> Vec<f64> {
 }
 
 fn text_matches(doc: &Doc, field: &FieldRef, tokens: &[String], all: bool, phrase: bool, raw: &str) -> bool {
-    if let Ok(n) = raw.trim().parse::<f64>() {
+    if let Some(n) = finite(raw) {
         if numbers(doc, field).contains(&n) {
             return true;
         }
@@ -194,7 +194,7 @@ fn text_matches(doc: &Doc, field: &FieldRef, tokens: &[String], all: bool, phras
 }
 
 fn term_matches(doc: &Doc, field: &FieldRef, value: &str) -> bool {
-    if let Ok(n) = value.trim().parse::<f64>() {
+    if let Some(n) = finite(value) {
         if numbers(doc, field).contains(&n) {
             return true;
         }
@@ -275,12 +275,38 @@ pub fn parse_sort(name: &str, order: Option<&str>) -> Result<SortField, QueryErr
 
 // ---- the q= syntax ---------------------------------------------------------------
 
+/// Limits on a query string (and on an Elasticsearch query's nesting).
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+pub const MAX_QUERY_NESTING: usize = 32;
+
+/// A number in a query: finite only (NaN and infinities are not numbers here).
+fn finite(text: &str) -> Option<f64> {
+    text.trim().parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
 /// Parses the `q=` / `query_string` syntax: `error`, `level:error`,
 /// `"disk full"`, `user.id:42`, `offset:[10 TO 20]`, `+a -b`, `a AND (b OR c)`,
 /// `field:IN [a b]`, `field:*` (exists). `and` makes unprefixed terms required.
 pub fn parse_query_string(text: &str, default_field: &FieldRef, and: bool) -> Result<Query, QueryError> {
     if text.trim().is_empty() || text.trim() == "*" {
         return Ok(Query::All);
+    }
+    // The grammar is recursive: bound what it is given.
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(err("query_shard_exception", format!("query of {} bytes is longer than the limit of {MAX_QUERY_BYTES}", text.len())));
+    }
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_QUERY_NESTING {
+                    return Err(err("query_shard_exception", format!("query nests deeper than {MAX_QUERY_NESTING} levels")));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
     let ast = tantivy_query_grammar::parse_query(text)
         .map_err(|_| err("query_shard_exception", format!("Failed to parse query [{text}]")))?;
@@ -360,7 +386,7 @@ impl Query {
 }
 
 fn bound(b: &UserInputBound) -> Result<Bound<f64>, QueryError> {
-    let num = |s: &str| s.trim().parse::<f64>().map_err(|_| err("query_shard_exception", format!("range bound [{s}] is not a number")));
+    let num = |s: &str| finite(s).ok_or_else(|| err("query_shard_exception", format!("range bound [{s}] is not a number")));
     Ok(match b {
         UserInputBound::Unbounded => Bound::Unbounded,
         UserInputBound::Inclusive(s) if s == "*" => Bound::Unbounded,
@@ -383,6 +409,13 @@ fn range_query(field: FieldRef, lower: Bound<f64>, upper: Bound<f64>) -> Result<
 
 /// Parses an Elasticsearch query object (`{"match": {...}}`, `{"bool": {...}}`, ...).
 pub fn parse_es_query(q: &Value) -> Result<Query, QueryError> {
+    parse_es_query_at(q, 0)
+}
+
+fn parse_es_query_at(q: &Value, depth: usize) -> Result<Query, QueryError> {
+    if depth > MAX_QUERY_NESTING {
+        return Err(err("parsing_exception", format!("query nests deeper than {MAX_QUERY_NESTING} levels")));
+    }
     let obj = q.as_object().ok_or_else(|| err("parsing_exception", "query must be an object"))?;
     if obj.len() != 1 {
         return Err(err("parsing_exception", format!("query must have exactly one clause, found {}", obj.len())));
@@ -443,8 +476,8 @@ pub fn parse_es_query(q: &Value) -> Result<Query, QueryError> {
             let mut upper = Bound::Unbounded;
             for (k, b) in o {
                 let n = match b {
-                    Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
-                    Value::String(s) => s.trim().parse::<f64>().map_err(|_| err("parsing_exception", format!("[range] bound [{s}] is not a number (timestamps are epoch milliseconds)")))?,
+                    Value::Number(n) => n.as_f64().filter(|x| x.is_finite()).ok_or_else(|| err("parsing_exception", format!("[range] bound {n} is not a finite number")))?,
+                    Value::String(s) => finite(s).ok_or_else(|| err("parsing_exception", format!("[range] bound [{s}] is not a number (timestamps are epoch milliseconds)")))?,
                     Value::Null => continue,
                     other => return Err(err("parsing_exception", format!("[range] bound {other} is not a number"))),
                 };
@@ -468,8 +501,8 @@ pub fn parse_es_query(q: &Value) -> Result<Query, QueryError> {
             let list = |name: &str| -> Result<Vec<Query>, QueryError> {
                 match o.get(name) {
                     None => Ok(Vec::new()),
-                    Some(Value::Array(items)) => items.iter().map(parse_es_query).collect(),
-                    Some(one) => Ok(vec![parse_es_query(one)?]),
+                    Some(Value::Array(items)) => items.iter().map(|i| parse_es_query_at(i, depth + 1)).collect(),
+                    Some(one) => Ok(vec![parse_es_query_at(one, depth + 1)?]),
                 }
             };
             for k in o.keys() {
@@ -536,6 +569,12 @@ mod tests {
             assert!(e.reason.contains(why), "{bad}: {e:?}");
         }
         assert!(parse_query_string("(unclosed", &FieldRef::Any, false).is_err());
+        let deep = format!("{}a{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(parse_query_string(&deep, &FieldRef::Any, false).unwrap_err().reason.contains("longer"));
+        let nested = format!("{}a{}", "(".repeat(40), ")".repeat(40));
+        assert!(parse_query_string(&nested, &FieldRef::Any, false).unwrap_err().reason.contains("nests"));
+        assert!(parse_query_string("offset:[nan TO *]", &FieldRef::Any, false).is_err());
+        assert!(!parse_query_string("offset:nan", &FieldRef::Any, false).unwrap().matches(&doc(0, "x")));
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl SearchService {
         if req.from >= MAX_RESULT_WINDOW {
             return Err(SearchError::Bad(QueryError {
                 kind: "illegal_argument_exception",
-                reason: format!("Result window is too large, from + size must be less than or equal to: [{MAX_RESULT_WINDOW}] but was [{}]", req.from + req.size),
+                reason: format!("Result window is too large, from + size must be less than or equal to: [{MAX_RESULT_WINDOW}] but was [{}]", req.from.saturating_add(req.size)),
             }));
         }
         let size = req.size.min(MAX_RESULT_WINDOW - req.from);
