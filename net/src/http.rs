@@ -411,10 +411,11 @@ async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(
             }
             match sink_tx.try_send(doc.to_json(&sink_topic)) {
                 Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(topic = %sink_topic, "a live search subscriber fell {LIVE_BUFFER} events behind (or left); closing it: {e}");
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(topic = %sink_topic, "a live search subscriber fell {LIVE_BUFFER} events behind; closing it");
                     false
                 }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false, // it left
             }
         }),
     );
