@@ -107,6 +107,13 @@ fn int_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
     }
 }
 
+fn boolean(v: &str) -> Result<(), String> {
+    match v.trim() {
+        "true" | "false" => Ok(()),
+        _ => Err(format!("'{v}' is not true or false")),
+    }
+}
+
 macro_rules! validator {
     ($f:expr) => {{
         fn v(s: &str) -> Result<(), String> {
@@ -214,10 +221,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         config_type: ConfigType::Boolean,
         broker_synonym: "search.enabled",
         doc: "Index every record for search (Chronik's own config): the search HTTP API and live streams then serve this topic.",
-        validate: validator!(|v: &str| match v.trim() {
-            "true" | "false" => Ok(()),
-            _ => Err(format!("'{v}' is not true or false")),
-        }),
+        validate: boolean,
     },
     TopicConfigDef {
         name: "compression.type",
@@ -235,10 +239,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         config_type: ConfigType::Boolean,
         broker_synonym: "unclean.leader.election.enable",
         doc: "Whether a replica outside the ISR may become leader (off: never lose acknowledged data).",
-        validate: validator!(|v: &str| match v.trim() {
-            "true" | "false" => Ok(()),
-            _ => Err(format!("'{v}' is not true or false")),
-        }),
+        validate: boolean,
     },
 ];
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query as UrlQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -235,7 +235,7 @@ fn es_request(body: &Value, url: &HashMap<String, String>) -> Result<SearchReque
         (None, None) => Query::All,
     };
     let num = |name: &str| -> Result<Option<usize>, QueryError> {
-        match o.get(name).or(None) {
+        match o.get(name) {
             Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| qerr("parsing_exception", format!("[{name}] must be a non-negative integer"))),
             None => url.get(name).map(|v| v.parse::<usize>().map_err(|_| qerr("parsing_exception", format!("[{name}] must be a non-negative integer")))).transpose(),
         }
@@ -386,7 +386,7 @@ async fn msearch_topic(State(s): State<HttpState>, Path(topic): Path<String>, bo
 /// event per record that matches and was produced after the subscription
 /// started (offsets at or past each partition's log end at that moment).
 /// The first event, `subscribed`, says where it starts.
-async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(p): UrlQuery<HashMap<String, String>>, _h: HeaderMap) -> Response {
+async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(p): UrlQuery<HashMap<String, String>>) -> Response {
     let query = match parse_query_string(p.get("q").map(String::as_str).unwrap_or("*"), &FieldRef::Any, false) {
         Ok(q) => q,
         Err(e) => return bad(e),
