@@ -271,3 +271,58 @@ def test_bad_search_requests_get_clear_errors(broker):
     status, r = http_json(f"{base}/search-bad/_search", {"query": {"match_all": {}}, "size": 10 ** 9})
     assert status == 200, r
     assert "panicked at" not in broker.log_text()
+
+
+def test_search_turned_on_and_off_for_an_existing_topic(broker):
+    """search.enabled through IncrementalAlterConfigs (confluent-kafka) and the
+    legacy AlterConfigs (kafka-python): turning it on indexes what the topic
+    already holds; off, the topic is not searchable; on again, the index is
+    rebuilt from the log."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+    from kafka.admin import ConfigResource as KpConfigResource, ConfigResourceType, KafkaAdminClient
+
+    topic = "search-later"
+    create_topic(broker.bootstrap, topic, PARTITIONS, {"retention.ms": "86400000"})
+    wait_http(broker)
+    acked = produce(broker.bootstrap, topic, 0, 600)
+    status, r = http_json(f"{broker.http}/topics/{topic}/search?q=x")
+    assert status == 400 and r["error"]["type"] == "illegal_argument_exception", r
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    on = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("search.enabled", "true", incremental_operation=AlterConfigOpType.SET)])
+    for f in admin.incremental_alter_configs([on]).values():
+        f.result(timeout=30)
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+    entries = list(described.values())[0].result(timeout=30)
+    assert entries["search.enabled"].value == "true" and entries["retention.ms"].value == "86400000"
+    wait_searchable(broker, topic, 600)
+    check_ground_truth(broker, topic, acked)
+    # A refused change is refused whole and names the problem.
+    bad = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(Exception, match="retention.ms"):
+        for f in admin.incremental_alter_configs([bad]).values():
+            f.result(timeout=30)
+
+    # Off through the legacy API (it replaces every override of the topic;
+    # kafka-python sends the other overrides along).
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=30000)
+    try:
+        result = kp.alter_configs([KpConfigResource(ConfigResourceType.TOPIC, topic, configs={"search.enabled": "false"})],
+                                  raise_on_unknown=False, incremental=False)
+    finally:
+        kp.close()
+    assert "Error" not in repr(result) or "NoError" in repr(result), result
+    entries = list(admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values())[0].result(timeout=30)
+    assert entries["search.enabled"].value == "false" and entries["retention.ms"].value == "86400000"
+    status, r = http_json(f"{broker.http}/topics/{topic}/search?q=x")
+    assert status == 400, r
+
+    # On again, after more records: every record, old and new, exactly once.
+    acked.update(produce(broker.bootstrap, topic, 600, 300))
+    for f in admin.incremental_alter_configs([on]).values():
+        f.result(timeout=30)
+    wait_searchable(broker, topic, 900)
+    check_ground_truth(broker, topic, acked)
+    assert "panicked at" not in broker.log_text()

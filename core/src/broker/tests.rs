@@ -297,6 +297,28 @@ fn responses_encode_at_every_supported_version() {
                     ];
                     b.handle(v, RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(res).with_include_synonyms(true).with_include_documentation(true)))
                 }
+                ApiKey::AlterConfigs => {
+                    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+                    let res = vec![
+                        AlterConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str("t")).with_configs(vec![
+                            AlterableConfig::default().with_name(StrBytes::from_static_str("retention.ms")).with_value(Some(StrBytes::from_static_str("1000"))),
+                        ]),
+                        AlterConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str("missing")),
+                    ];
+                    b.handle(v, RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(res)))
+                }
+                ApiKey::IncrementalAlterConfigs => {
+                    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+                    let res = vec![
+                        AlterConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str("t")).with_configs(vec![
+                            AlterableConfig::default().with_name(StrBytes::from_static_str("segment.ms")).with_config_operation(0).with_value(Some(StrBytes::from_static_str("60000"))),
+                        ]),
+                        AlterConfigsResource::default().with_resource_type(4).with_resource_name(StrBytes::from_static_str("1")).with_configs(vec![
+                            AlterableConfig::default().with_name(StrBytes::from_static_str("node.id")).with_config_operation(0).with_value(Some(StrBytes::from_static_str("2"))),
+                        ]),
+                    ];
+                    b.handle(v, RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(res)))
+                }
                 ApiKey::CreatePartitions => b.handle(v, RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default().with_name(name("t")).with_count(1)]))),
                 ApiKey::InitProducerId => b.handle(v, RequestKind::InitProducerId(InitProducerIdRequest::default().with_transactional_id(None))),
                 ApiKey::ApiVersions => b.handle(v, RequestKind::ApiVersions(ApiVersionsRequest::default())),
@@ -361,4 +383,60 @@ fn record_timestamps_must_be_near_the_broker_clock() {
     assert_eq!(produce(&b, "default", 0, batch(1, 1_000_000 + 3_600_001, None, Compression::None), 1).0, InvalidTimestamp.code());
     b.flush();
     assert_eq!(fetch(&b, "ts", 0, 0).1, 3, "refused batches wrote nothing");
+}
+
+fn incremental(b: &Broker, topic: &str, ops: &[(&str, i8, Option<&str>)], validate_only: bool) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let configs = ops
+        .iter()
+        .map(|(n, op, v)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(n.to_string()))
+                .with_config_operation(*op)
+                .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    let req = IncrementalAlterConfigsRequest::default()
+        .with_validate_only(validate_only)
+        .with_resources(vec![AlterConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_string(topic.into())).with_configs(configs)]);
+    let ResponseKind::IncrementalAlterConfigs(r) = b.handle(1, RequestKind::IncrementalAlterConfigs(req)) else { panic!() };
+    r.responses[0].error_code
+}
+
+#[test]
+fn topic_configs_change_at_run_time_and_survive_a_crash() {
+    let disk = SimDisk::new(5);
+    let b = broker_on(&disk);
+    assert_eq!(create(&b, "c", 1, &[("max.message.bytes", "100000")]), 0);
+    // Refused as a whole: nothing changes.
+    assert_eq!(incremental(&b, "c", &[("max.message.bytes", 0, Some("10")), ("retention.ms", 0, Some("soon"))], false), InvalidConfig.code());
+    assert_eq!(incremental(&b, "c", &[("no.such", 0, Some("1"))], false), InvalidConfig.code());
+    assert_eq!(incremental(&b, "c", &[("retention.ms", 2, Some("1"))], false), InvalidConfig.code(), "append to a scalar");
+    assert_eq!(incremental(&b, "nope", &[("retention.ms", 0, Some("1"))], false), UnknownTopicOrPartition.code());
+    assert_eq!(incremental(&b, "c", &[("max.message.bytes", 0, Some("10"))], true), 0, "validate only");
+    assert_eq!(b.topic("c").unwrap().record.configs.get("max.message.bytes").map(String::as_str), Some("100000"));
+    assert_eq!(produce(&b, "c", 0, batch(1, 1, None, Compression::None), -1).0, 0);
+
+    // A smaller max.message.bytes and search.enabled take effect at once.
+    assert_eq!(incremental(&b, "c", &[("max.message.bytes", 0, Some("10")), ("search.enabled", 0, Some("true"))], false), 0);
+    assert_eq!(produce(&b, "c", 0, batch(1, 1, None, Compression::None), -1).0, MessageTooLarge.code());
+    // Retention: the log rolls at segment.ms and drops the old segment.
+    assert_eq!(incremental(&b, "c", &[("max.message.bytes", 1, None), ("segment.bytes", 0, Some("1024"))], false), 0);
+    for _ in 0..20 {
+        assert_eq!(produce(&b, "c", 0, batch(5, 1, None, Compression::None), -1).0, 0);
+    }
+    b.flush();
+    assert_eq!(incremental(&b, "c", &[("retention.bytes", 0, Some("1024"))], false), 0);
+    b.enforce_retention();
+    let start = b.topic("c").unwrap().partition(0).unwrap().log_start_offset().unwrap();
+    assert!(start > 0, "retention.bytes applied to the running log");
+
+    // Persisted before the answer: a crash right after keeps the change.
+    let want = b.topic("c").unwrap().record.configs.clone();
+    drop(b);
+    disk.crash();
+    let b = broker_on(&disk);
+    assert_eq!(b.topic("c").unwrap().record.configs, want);
+    assert_eq!(want.get("search.enabled").map(String::as_str), Some("true"));
+    assert!(!want.contains_key("max.message.bytes"));
 }

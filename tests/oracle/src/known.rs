@@ -6,7 +6,7 @@ pub const KNOWN: &[(&str, &str)] = &[
     (
         "api_versions/*:unimplemented.*",
         "APIs Chronik does not implement are not advertised (transactions, ACLs, SASL, quotas, share groups, \
-         KRaft-internal and replica APIs, DeleteRecords, AlterConfigs, ...); DESIGN.md lists what is served",
+         KRaft-internal and replica APIs, DeleteRecords, ...); DESIGN.md lists what is served",
     ),
     (
         "api_versions/*:key.Produce",
@@ -73,9 +73,14 @@ pub const KNOWN: &[(&str, &str)] = &[
         "as for CreateTopics: Kafka 4 formats min.insync.replicas as a cluster-wide dynamic default",
     ),
     (
+        "alter_configs/unknown_op:responses[0].error_code",
+        "an unknown IncrementalAlterConfigs operation is UNKNOWN_SERVER_ERROR in Kafka 4.3 (an exception it does \
+         not map); Chronik answers INVALID_REQUEST, naming the operation",
+    ),
+    (
         "describe_configs/broker:config.*.read_only",
-        "Chronik cannot change broker configs at run time (no AlterConfigs or IncrementalAlterConfigs yet), \
-         so it describes every broker config as read-only",
+        "Chronik cannot change broker configs at run time (AlterConfigs and IncrementalAlterConfigs change \
+         topic configs only), so it describes every broker config as read-only",
     ),
     (
         "describe_configs/broker:config.log.flush.interval.ms.value",

@@ -41,6 +41,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("delete_topics", delete_topics),
     ("create_partitions", create_partitions),
     ("describe_configs", describe_configs),
+    ("alter_configs", alter_configs),
     ("find_coordinator", find_coordinator),
     ("classic_group", classic_group),
     ("offsets", offsets),
@@ -871,4 +872,67 @@ fn config_table(r: &DescribeConfigsResponse) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// Changing topic configs with IncrementalAlterConfigs and the legacy
+/// AlterConfigs: every operation, each refusal, and the configs afterwards.
+fn alter_configs(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource as LegacyResource, AlterableConfig as LegacyConfig};
+    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    setup_topic(t, "oracle-ac", 1, &[("retention.ms", "1000000")])?;
+    let incremental = |t: &mut Target, rtype: i8, name: &str, ops: &[(&str, i8, Option<&str>)], validate_only: bool| {
+        let configs = ops.iter().map(|(n, op, v)| AlterableConfig::default().with_name(s(n)).with_config_operation(*op).with_value(v.map(s))).collect();
+        let req = IncrementalAlterConfigsRequest::default()
+            .with_validate_only(validate_only)
+            .with_resources(vec![AlterConfigsResource::default().with_resource_type(rtype).with_resource_name(s(name)).with_configs(configs)]);
+        call(t, ApiKey::IncrementalAlterConfigs, 1, RequestKind::IncrementalAlterConfigs(req), |r| Ok(answer!(r, IncrementalAlterConfigs)))
+    };
+    let legacy = |t: &mut Target, v: i16, name: &str, sets: &[(&str, Option<&str>)]| {
+        let configs = sets.iter().map(|(n, v)| LegacyConfig::default().with_name(s(n)).with_value(v.map(s))).collect();
+        let req = AlterConfigsRequest::default()
+            .with_resources(vec![LegacyResource::default().with_resource_type(2).with_resource_name(s(name)).with_configs(configs)]);
+        call(t, ApiKey::AlterConfigs, v, RequestKind::AlterConfigs(req), |r| Ok(answer!(r, AlterConfigs)))
+    };
+    let overrides = |t: &mut Target| -> anyhow::Result<BTreeMap<String, String>> {
+        let keys = ["retention.ms", "segment.bytes", "max.message.bytes", "cleanup.policy", "segment.ms"];
+        let req = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("oracle-ac"))
+            .with_configuration_keys(Some(keys.iter().map(|k| s(k)).collect()))]);
+        let r = call(t, ApiKey::DescribeConfigs, 4, RequestKind::DescribeConfigs(req), |r| Ok(answer!(r, DescribeConfigs)))?;
+        Ok(config_table(&r).into_iter().filter(|(k, _)| k.ends_with(".value") || k.ends_with(".source")).collect())
+    };
+    obs.record("set", &incremental(t, 2, "oracle-ac", &[("retention.ms", 0, Some("5000")), ("segment.bytes", 0, Some("1048576"))], false)?);
+    obs.record_map("after_set", overrides(t)?);
+    obs.record("delete", &incremental(t, 2, "oracle-ac", &[("segment.bytes", 1, None)], false)?);
+    obs.record("delete_unset", &incremental(t, 2, "oracle-ac", &[("segment.ms", 1, None)], false)?);
+    obs.record_map("after_delete", overrides(t)?);
+    obs.record("append_list", &incremental(t, 2, "oracle-ac", &[("cleanup.policy", 2, Some("delete"))], false)?);
+    obs.record("append_scalar", &incremental(t, 2, "oracle-ac", &[("retention.ms", 2, Some("7"))], false)?);
+    obs.record("subtract_scalar", &incremental(t, 2, "oracle-ac", &[("retention.ms", 3, Some("7"))], false)?);
+    obs.record("unknown_op", &incremental(t, 2, "oracle-ac", &[("retention.ms", 9, Some("7"))], false)?);
+    obs.record("unknown_config", &incremental(t, 2, "oracle-ac", &[("no.such.config", 0, Some("1"))], false)?);
+    obs.record("bad_value", &incremental(t, 2, "oracle-ac", &[("retention.ms", 0, Some("soon"))], false)?);
+    obs.record("below_minimum", &incremental(t, 2, "oracle-ac", &[("retention.ms", 0, Some("-5"))], false)?);
+    obs.record("set_null", &incremental(t, 2, "oracle-ac", &[("retention.ms", 0, None)], false)?);
+    obs.record("duplicate", &incremental(t, 2, "oracle-ac", &[("retention.ms", 0, Some("1")), ("retention.ms", 0, Some("2"))], false)?);
+    obs.record("one_bad_of_two", &incremental(t, 2, "oracle-ac", &[("segment.bytes", 0, Some("2097152")), ("retention.ms", 0, Some("x"))], false)?);
+    obs.record("validate_only", &incremental(t, 2, "oracle-ac", &[("segment.bytes", 0, Some("2097152"))], true)?);
+    obs.record_map("after_refusals", overrides(t)?);
+    obs.record("unknown_topic", &incremental(t, 2, "oracle-nope", &[("retention.ms", 0, Some("1"))], false)?);
+    obs.record("invalid_topic", &incremental(t, 2, "bad name!", &[("retention.ms", 0, Some("1"))], false)?);
+    obs.record("empty_topic", &incremental(t, 2, "", &[("retention.ms", 0, Some("1"))], false)?);
+    obs.record("unknown_type", &incremental(t, 77, "x", &[("retention.ms", 0, Some("1"))], false)?);
+    obs.record("broker_static", &incremental(t, 4, "1", &[("node.id", 0, Some("5"))], false)?);
+    obs.record("broker_other", &incremental(t, 4, "7", &[("node.id", 0, Some("5"))], false)?);
+    for v in 0..=2 {
+        obs.record(&format!("legacy.v{v}"), &legacy(t, v, "oracle-ac", &[("max.message.bytes", Some("20000"))])?);
+    }
+    obs.record_map("after_legacy", overrides(t)?);
+    obs.record("legacy_null", &legacy(t, 2, "oracle-ac", &[("max.message.bytes", None)])?);
+    obs.record("legacy_unknown_config", &legacy(t, 2, "oracle-ac", &[("no.such.config", Some("1"))])?);
+    obs.record("legacy_unknown_topic", &legacy(t, 2, "oracle-nope", &[("retention.ms", Some("1"))])?);
+    obs.record("legacy_empty", &legacy(t, 2, "oracle-ac", &[])?);
+    obs.record_map("after_legacy_empty", overrides(t)?);
+    Ok(())
 }

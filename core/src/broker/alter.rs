@@ -1,0 +1,202 @@
+//! AlterConfigs and IncrementalAlterConfigs: changing a topic's config
+//! overrides at run time (`search.enabled`, retention, segment sizes, ...).
+//!
+//! Both end in [`Broker::set_topic_configs`]: the new overrides are
+//! validated as a whole, persisted in the catalogue (fsynced) before the
+//! answer, and then take effect: the partition logs get their new settings
+//! (retention applies at the next retention pass, segment sizes at the next
+//! roll) and request handlers and the search indexer see the new topic
+//! record. Broker configs are static (flags, environment, config file): a
+//! request to change one is refused with `INVALID_REQUEST`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chronik_proto::ResponseError::{self, *};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{validate_topic_name, Broker, Topic};
+use crate::config::{topic_config_def, validate_topic_configs, ConfigType};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+type Refusal = (ResponseError, String);
+
+/// One requested change, as both APIs can express it.
+struct Change {
+    name: String,
+    op: i8,
+    value: Option<String>,
+}
+
+fn list_items(v: &str) -> Vec<String> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+impl Broker {
+    pub(super) fn alter_configs(&self, request: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
+        let responses = request
+            .resources
+            .into_iter()
+            .map(|res| {
+                let changes: Vec<Change> = res
+                    .configs
+                    .iter()
+                    .map(|c| Change { name: c.name.to_string(), op: OP_SET, value: c.value.as_ref().map(|v| v.to_string()) })
+                    .collect();
+                // The legacy API replaces the whole set of overrides.
+                let outcome = self.alter_resource(res.resource_type, &res.resource_name, &changes, true, request.validate_only);
+                let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name);
+                (r.error_code, r.error_message) = answer(outcome);
+                r
+            })
+            .collect();
+        AlterConfigsResponse::default().with_responses(responses)
+    }
+
+    pub(super) fn incremental_alter_configs(&self, request: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
+        let responses = request
+            .resources
+            .into_iter()
+            .map(|res| {
+                let changes: Vec<Change> = res
+                    .configs
+                    .iter()
+                    .map(|c| Change { name: c.name.to_string(), op: c.config_operation, value: c.value.as_ref().map(|v| v.to_string()) })
+                    .collect();
+                let outcome = self.alter_resource(res.resource_type, &res.resource_name, &changes, false, request.validate_only);
+                let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name);
+                (r.error_code, r.error_message) = answer(outcome);
+                r
+            })
+            .collect();
+        IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+
+    fn alter_resource(&self, rtype: i8, name: &str, changes: &[Change], replace: bool, validate_only: bool) -> Result<(), Refusal> {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = changes.iter().find(|c| !seen.insert(c.name.as_str())) {
+            return Err((InvalidRequest, format!("config '{}' appears more than once in one resource", dup.name)));
+        }
+        match rtype {
+            RESOURCE_TOPIC => {
+                if name.is_empty() {
+                    return Err((InvalidRequest, "a topic config change needs a topic name".into()));
+                }
+                if let Err(e) = validate_topic_name(name) {
+                    return Err((InvalidTopicException, e));
+                }
+                let topic = self.topic(name).ok_or_else(|| (UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
+                let configs = self.changed_topic_configs(&topic.record.configs, changes, replace)?;
+                if validate_only {
+                    return Ok(());
+                }
+                self.set_topic_configs(name, configs)
+            }
+            RESOURCE_BROKER => {
+                let me = self.config.node_id.to_string();
+                if !name.is_empty() && name != me {
+                    return Err((InvalidRequest, format!("this is broker {me}, not broker '{name}'")));
+                }
+                match changes.first() {
+                    None => Ok(()),
+                    Some(c) => Err((
+                        InvalidRequest,
+                        format!("broker config '{}' cannot be changed at run time: broker configs come from flags, CHRONIK_* environment or the config file, read at start", c.name),
+                    )),
+                }
+            }
+            other => Err((InvalidRequest, format!("resource type {other} cannot be altered; use 2 (topic)"))),
+        }
+    }
+
+    /// The topic's overrides after `changes`, validated as a whole.
+    fn changed_topic_configs(&self, current: &BTreeMap<String, String>, changes: &[Change], replace: bool) -> Result<BTreeMap<String, String>, Refusal> {
+        let mut configs = if replace { BTreeMap::new() } else { current.clone() };
+        for c in changes {
+            let def = topic_config_def(&c.name).ok_or_else(|| (InvalidConfig, format!("unknown topic config '{}'", c.name)))?;
+            let value = || c.value.clone().ok_or_else(|| (InvalidRequest, format!("config '{}' needs a value", c.name)));
+            match c.op {
+                OP_SET => {
+                    configs.insert(c.name.clone(), value()?);
+                }
+                OP_DELETE => {
+                    configs.remove(&c.name);
+                }
+                OP_APPEND | OP_SUBTRACT => {
+                    if def.config_type != ConfigType::List {
+                        return Err((InvalidConfig, format!("config '{}' is not a list: it can be set or deleted, not appended to or subtracted from", c.name)));
+                    }
+                    let now = configs.get(&c.name).cloned().unwrap_or_else(|| self.config.topic_default(&c.name));
+                    let mut items = list_items(&now);
+                    let given = list_items(&value()?);
+                    if c.op == OP_APPEND {
+                        for g in given {
+                            if !items.contains(&g) {
+                                items.push(g);
+                            }
+                        }
+                    } else {
+                        items.retain(|i| !given.contains(i));
+                    }
+                    configs.insert(c.name.clone(), items.join(","));
+                }
+                op => return Err((InvalidRequest, format!("unknown config operation {op} for '{}'", c.name))),
+            }
+        }
+        validate_topic_configs(&configs).map_err(|m| (InvalidConfig, m))?;
+        Ok(configs)
+    }
+
+    /// Replaces a topic's config overrides: persisted (fsynced) first, then
+    /// applied to the served topic and its partition logs.
+    pub fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<(), Refusal> {
+        let mut state = self.write_state();
+        let Some(topic) = state.topics.get(name).cloned() else {
+            return Err((UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
+        };
+        if topic.record.configs == configs {
+            return Ok(());
+        }
+        let mut record = topic.record.clone();
+        record.configs = configs;
+        let mut catalog = state.catalog.clone();
+        catalog.topics.insert(name.to_string(), record.clone());
+        catalog.save(&*self.disk).map_err(|e| (KafkaStorageError, format!("cannot persist the catalogue: {e}")))?;
+        state.catalog = catalog;
+        let log_config = self.config.log_config(&record.configs);
+        for p in &topic.partitions {
+            if let Ok(log) = &mut *p.lock() {
+                log.set_config(log_config.clone());
+            }
+        }
+        tracing::info!(topic = name, configs = ?record.configs, "topic configs changed");
+        state.topics.insert(name.to_string(), Arc::new(Topic { record, partitions: topic.partitions.clone() }));
+        Ok(())
+    }
+}
+
+fn answer(outcome: Result<(), Refusal>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((e, message)) => {
+            tracing::info!(error = ?e, %message, "config change refused");
+            (e.code(), Some(StrBytes::from_string(message)))
+        }
+    }
+}
