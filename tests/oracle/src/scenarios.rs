@@ -926,7 +926,7 @@ fn alter_configs(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
     obs.record("broker_static", &incremental(t, 4, "1", &[("node.id", 0, Some("5"))], false)?);
     obs.record("broker_other", &incremental(t, 4, "7", &[("node.id", 0, Some("5"))], false)?);
     for v in 0..=2 {
-        obs.record(&format!("legacy.v{v}"), &legacy(t, v, "oracle-ac", &[("max.message.bytes", Some("20000"))])?);
+        obs.record(format!("legacy.v{v}"), &legacy(t, v, "oracle-ac", &[("max.message.bytes", Some("20000"))])?);
     }
     obs.record_map("after_legacy", overrides(t)?);
     obs.record("legacy_null", &legacy(t, 2, "oracle-ac", &[("max.message.bytes", None)])?);
