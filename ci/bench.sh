@@ -63,7 +63,7 @@ trap cleanup EXIT
 
 log "starting chronik on $BOOTSTRAP (data in $WORK/data) $BROKER_ARGS"
 # shellcheck disable=SC2086
-"$BIN" start --data-dir "$WORK/data" --kafka-listen "$BOOTSTRAP" --http-listen 127.0.0.1:0 --node-id 1 $BROKER_ARGS \
+"$BIN" start --data-dir "$WORK/data" --kafka-listen "$BOOTSTRAP" --http-listen 127.0.0.1:0 --rpc-listen 127.0.0.1:0 --node-id 1 $BROKER_ARGS \
   2>"$WORK/broker.log" &
 BROKER_PID=$!
 for i in $(seq 1 300); do

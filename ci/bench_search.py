@@ -87,7 +87,7 @@ def main():
     bootstrap, http = f"127.0.0.1:{kport}", f"http://127.0.0.1:{hport}"
     logf = open(work / "chronik.log", "wb")
     proc = subprocess.Popen([binary, "start", "--data-dir", str(work / "data"), "--kafka-listen", bootstrap,
-                             "--http-listen", f"127.0.0.1:{hport}"], stdout=logf, stderr=logf)
+                             "--http-listen", f"127.0.0.1:{hport}", "--rpc-listen", "127.0.0.1:0"], stdout=logf, stderr=logf)
     try:
         for _ in range(300):
             try:

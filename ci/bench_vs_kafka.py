@@ -162,7 +162,7 @@ def main():
         extra = os.environ.get("BENCH_BROKER_ARGS", "").split()
         with open(Path(work) / "chronik.log", "wb") as logf:
             proc = subprocess.Popen([args.chronik, "start", "--data-dir", str(cdir), "--kafka-listen",
-                                     f"127.0.0.1:{port}", "--http-listen", "127.0.0.1:0", *extra], stdout=logf, stderr=logf)
+                                     f"127.0.0.1:{port}", "--http-listen", "127.0.0.1:0", "--rpc-listen", "127.0.0.1:0", *extra], stdout=logf, stderr=logf)
         try:
             wait_port(port, proc)
             all_results["Chronik"] = measure("Chronik", f"127.0.0.1:{port}", args.rdkafka_performance, work)

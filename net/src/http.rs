@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,12 +18,10 @@ use axum::routing::get;
 use axum::Router;
 use chronik_core::search::live::Live;
 use chronik_core::search::query::{parse_es_query, parse_query_string, parse_sort, QueryError};
-use chronik_core::search::service::{Hit, SearchError, SearchRequest, SearchResponse, SearchService, MAX_RESULT_WINDOW};
+use chronik_core::search::service::{Hit, SearchError, SearchRequest, SearchResponse, SearchService, SimpleSearch, DEFAULT_SIZE, MAX_RESULT_WINDOW};
 use chronik_core::search::{FieldRef, Query, SortField, SortKey, SortOrder};
 use serde_json::{json, Value};
 
-/// Hits per page when a request does not say (`limit`, `size`).
-pub const DEFAULT_SIZE: usize = 10;
 
 /// Events a live subscriber may have unread before it is dropped.
 pub const LIVE_BUFFER: usize = 10_000;
@@ -86,14 +83,11 @@ fn bad(e: QueryError) -> Response {
 }
 
 fn search_error(e: SearchError) -> Response {
-    match e {
-        SearchError::NoTopic(t) => error(StatusCode::NOT_FOUND, "index_not_found_exception", &format!("no such index [{t}]")),
-        SearchError::Bad(q) => bad(q),
-        SearchError::Unavailable(why) => {
-            tracing::warn!(%why, "search failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, "search_phase_execution_exception", &why)
-        }
+    if let SearchError::Unavailable(why) = &e {
+        tracing::warn!(%why, "search failed");
     }
+    let (status, kind, reason) = e.es_error();
+    error(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), kind, &reason)
 }
 
 fn qerr(kind: &'static str, reason: impl Into<String>) -> QueryError {
@@ -136,16 +130,6 @@ fn param_i64(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Que
 }
 
 fn simple_request(p: &HashMap<String, String>) -> Result<SearchRequest, QueryError> {
-    let mut query = parse_query_string(p.get("q").map(String::as_str).unwrap_or("*"), &FieldRef::Any, false)?;
-    let (from_ts, to_ts) = (param_i64(p, "from_ts")?, param_i64(p, "to_ts")?);
-    if from_ts.is_some() || to_ts.is_some() {
-        let range = Query::Range {
-            field: FieldRef::Timestamp,
-            lower: from_ts.map_or(Bound::Unbounded, |t| Bound::Included(t as f64)),
-            upper: to_ts.map_or(Bound::Unbounded, |t| Bound::Included(t as f64)),
-        };
-        query = Query::bool_of(vec![query], Vec::new(), Vec::new(), vec![range], None);
-    }
     let partitions = match p.get("partition") {
         None => None,
         Some(v) => Some(
@@ -154,18 +138,18 @@ fn simple_request(p: &HashMap<String, String>) -> Result<SearchRequest, QueryErr
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
-    let sort = match p.get("sort").map(String::as_str) {
-        None | Some("relevance") => vec![SortField::Score(SortOrder::Desc)],
-        Some(name) => vec![parse_sort(name, p.get("order").map(String::as_str))?],
-    };
-    Ok(SearchRequest {
-        query,
-        from: param_usize(p, "from", 0)?,
-        size: param_usize(p, "limit", DEFAULT_SIZE)?.min(MAX_RESULT_WINDOW),
-        sort,
-        search_after: None,
+    let optional = |name: &str| -> Result<Option<usize>, QueryError> { p.contains_key(name).then(|| param_usize(p, name, 0)).transpose() };
+    SimpleSearch {
+        q: p.get("q").cloned(),
+        limit: optional("limit")?,
+        from: optional("from")?,
+        sort: p.get("sort").cloned(),
+        order: p.get("order").cloned(),
+        from_ts: param_i64(p, "from_ts")?,
+        to_ts: param_i64(p, "to_ts")?,
         partitions,
-    })
+    }
+    .request()
 }
 
 fn hit_json(topic: &str, h: &Hit) -> Value {
@@ -360,9 +344,10 @@ async fn msearch(s: HttpState, default_topic: Option<String>, body: Bytes) -> Re
                             v["status"] = json!(200);
                             v
                         }
-                        Err(SearchError::NoTopic(t)) => json!({ "error": { "type": "index_not_found_exception", "reason": format!("no such index [{t}]") }, "status": 404 }),
-                        Err(SearchError::Bad(e)) => json!({ "error": { "type": e.kind, "reason": e.reason }, "status": 400 }),
-                        Err(SearchError::Unavailable(why)) => json!({ "error": { "type": "search_phase_execution_exception", "reason": why }, "status": 503 }),
+                        Err(e) => {
+                            let (status, kind, reason) = e.es_error();
+                            json!({ "error": { "type": kind, "reason": reason }, "status": status })
+                        }
                     },
                 }
             }

@@ -10,6 +10,7 @@
 //! Everything async here is the workspace `tokio` (madsim's under
 //! `--cfg madsim`), so the simulator runs this same code.
 
+pub mod grpc;
 #[cfg(not(madsim))]
 pub mod http;
 

@@ -24,3 +24,11 @@ pub const fn code(e: ResponseError) -> i16 {
 
 /// The error code Kafka uses for "no error".
 pub const NONE: i16 = 0;
+
+/// The gRPC services (`proto/chronik/v1/*.proto`), real or simulated to
+/// match the build (feature `grpc`).
+#[cfg(feature = "grpc")]
+pub mod grpc {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("chronik.v1");
+}

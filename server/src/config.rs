@@ -27,6 +27,9 @@ pub struct Settings {
     /// host:port of the search HTTP API (Elasticsearch subset, live streams), or "off" [default: 127.0.0.1:8080]
     #[arg(long, env = "CHRONIK_HTTP_LISTEN")]
     pub http_listen: Option<String>,
+    /// host:port of the gRPC admin service (topics, configs, cluster, groups, search), or "off" [default: 127.0.0.1:9093]
+    #[arg(long, env = "CHRONIK_RPC_LISTEN")]
+    pub rpc_listen: Option<String>,
     /// How often new records become searchable: the search index commit interval in ms [default: 100]
     #[arg(long, env = "CHRONIK_SEARCH_REFRESH_MS")]
     pub search_refresh_ms: Option<u64>,
@@ -110,6 +113,7 @@ impl Settings {
             data_dir: self.data_dir.or(file.data_dir),
             kafka_listen: self.kafka_listen.or(file.kafka_listen),
             http_listen: self.http_listen.or(file.http_listen),
+            rpc_listen: self.rpc_listen.or(file.rpc_listen),
             search_refresh_ms: self.search_refresh_ms.or(file.search_refresh_ms),
             advertised_host: self.advertised_host.or(file.advertised_host),
             node_id: self.node_id.or(file.node_id),
@@ -150,6 +154,8 @@ pub struct Config {
     pub kafka_listen: SocketAddr,
     /// The search HTTP API's address; `None` when turned off.
     pub http_listen: Option<SocketAddr>,
+    /// The gRPC admin service's address; `None` when turned off.
+    pub rpc_listen: Option<SocketAddr>,
     /// The search index commit interval.
     pub search_refresh_ms: u64,
     pub broker: BrokerConfig,
@@ -165,18 +171,8 @@ impl Config {
             .with_context(|| format!("kafka-listen '{listen_text}' is not a host:port address"))?
             .next()
             .with_context(|| format!("kafka-listen '{listen_text}' resolves to no address"))?;
-        let http_text = s.http_listen.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
-        let http_listen = if http_text.trim().eq_ignore_ascii_case("off") {
-            None
-        } else {
-            Some(
-                http_text
-                    .to_socket_addrs()
-                    .with_context(|| format!("http-listen '{http_text}' is not a host:port address (or \"off\")"))?
-                    .next()
-                    .with_context(|| format!("http-listen '{http_text}' resolves to no address"))?,
-            )
-        };
+        let http_listen = optional_address("http-listen", s.http_listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+        let rpc_listen = optional_address("rpc-listen", s.rpc_listen.as_deref().unwrap_or("127.0.0.1:9093"))?;
         let search_refresh_ms = s.search_refresh_ms.unwrap_or(100);
         let node_id = s.node_id.unwrap_or(1);
         if node_id < 0 {
@@ -242,8 +238,21 @@ impl Config {
             message_timestamp_after_max_ms: after_max,
             group,
         };
-        Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, http_listen, search_refresh_ms, broker })
+        Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, http_listen, rpc_listen, search_refresh_ms, broker })
     }
+}
+
+/// A listen address, or `None` for "off".
+fn optional_address(flag: &str, text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let addr = text
+        .to_socket_addrs()
+        .with_context(|| format!("{flag} '{text}' is not a host:port address (or \"off\")"))?
+        .next()
+        .with_context(|| format!("{flag} '{text}' resolves to no address"))?;
+    Ok(Some(addr))
 }
 
 fn group_config(s: &Settings) -> anyhow::Result<GroupConfig> {

@@ -55,6 +55,8 @@ pub struct Running {
     pub kafka_addr: SocketAddr,
     /// The address of the search HTTP API, if it runs.
     pub http_addr: Option<SocketAddr>,
+    /// The address of the gRPC admin service, if it runs.
+    pub rpc_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
     #[cfg(not(madsim))]
     search: Option<search::Running>,
@@ -73,33 +75,60 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     }
     let broker = Broker::open(broker_config.clone(), deps.disk, deps.clock, deps.rng).context("cannot open the broker's data")?;
     let shared = Shared::new(Arc::new(broker));
+    // Search: the simulator injects in-memory indexes driven from a task;
+    // production runs tantivy on a thread of its own.
+    let mut search_service = None;
     let task_indexer = deps.search.map(|backend| {
         let indexes = Arc::new(chronik_core::search::SearchIndexes::new(backend));
         let live = Arc::new(chronik_core::search::live::Live::default());
+        search_service = Some(Arc::new(chronik_core::search::service::SearchService::new(shared.broker.clone(), indexes.clone())));
         chronik_core::search::indexer::Indexer::new(shared.broker.clone(), indexes, live, config.search_refresh_ms as i64)
     });
+    let mut tasks = Vec::new();
     #[cfg(not(madsim))]
-    let (search, http_addr) = match config.http_listen {
-        Some(addr) => {
-            let (running, bound) = search::start(&config, shared.clone(), addr).await?;
-            (Some(running), Some(bound))
+    let search = match task_indexer {
+        Some(_) => None,
+        None => {
+            let running = search::start(&config, shared.clone())?;
+            search_service = Some(running.service.clone());
+            Some(running)
         }
-        None => (None, None),
+    };
+    #[cfg(not(madsim))]
+    let http_addr = match (config.http_listen, &search) {
+        (Some(addr), Some(search)) => {
+            let (bound, task) = search::serve_http(shared.clone(), search, addr).await?;
+            tasks.push(task);
+            Some(bound)
+        }
+        _ => None,
     };
     #[cfg(madsim)]
     let http_addr: Option<SocketAddr> = None;
-    let mut tasks = vec![
+    let rpc_addr = match config.rpc_listen {
+        Some(addr) => {
+            let listener = chronik_net::grpc::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the gRPC admin service (set --rpc-listen to another address, or \"off\")")
+            })?;
+            let bound = listener.addr;
+            tasks.push(tokio::spawn(chronik_net::grpc::serve(listener, shared.clone(), search_service.clone())));
+            Some(bound)
+        }
+        None => None,
+    };
+    tasks.extend([
         tokio::spawn(chronik_net::serve(listener, shared.clone())),
         tokio::spawn(chronik_net::flusher(shared.clone(), broker_config.flush_interval_ms)),
         tokio::spawn(chronik_net::retention(shared.clone(), broker_config.retention_check_interval_ms)),
         tokio::spawn(chronik_net::group_timer(shared.clone(), GROUP_TICK_MS)),
-    ];
+    ]);
     if let Some(indexer) = task_indexer {
         tasks.push(tokio::spawn(chronik_net::search_indexer(shared.clone(), indexer, config.search_refresh_ms)));
     }
     tracing::info!(
         kafka = %kafka_addr,
         http = %http_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        rpc = %rpc_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         node_id = broker_config.node_id,
         data_dir = %config.data_dir.display(),
         cluster_id = %shared.broker.cluster_id(),
@@ -110,6 +139,7 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
         shared,
         kafka_addr,
         http_addr,
+        rpc_addr,
         tasks,
         #[cfg(not(madsim))]
         search,

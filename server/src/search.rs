@@ -541,26 +541,25 @@ impl SearchBackend for TantivyBackend {
 
 /// The search side of a running broker: the indexer thread and the HTTP API.
 pub struct Running {
+    /// Answers searches (the HTTP API and the gRPC admin service).
+    pub service: Arc<chronik_core::search::service::SearchService>,
+    /// Live subscriptions, fed by the indexer.
+    pub live: Arc<chronik_core::search::live::Live>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     wake: std::sync::mpsc::SyncSender<()>,
     indexer: Option<std::thread::JoinHandle<()>>,
-    http: tokio::task::JoinHandle<()>,
     forwarder: tokio::task::JoinHandle<()>,
 }
 
-/// Starts indexing (a thread of its own: tantivy blocks) and the search HTTP
-/// API on `addr`. Returns the address the API is bound to.
-pub async fn start(config: &crate::Config, shared: Arc<chronik_net::Shared>, addr: std::net::SocketAddr) -> anyhow::Result<(Running, std::net::SocketAddr)> {
+/// Starts indexing every `search.enabled` topic on a thread of its own
+/// (tantivy blocks), with the indexes under `<data-dir>/search`.
+pub fn start(config: &crate::Config, shared: Arc<chronik_net::Shared>) -> anyhow::Result<Running> {
     use anyhow::Context;
     use chronik_core::search::indexer::Indexer;
     use chronik_core::search::live::Live;
     use chronik_core::search::service::SearchService;
     use chronik_core::search::SearchIndexes;
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for the search HTTP API (set --http-listen to another address, or \"off\")"))?;
-    let bound = listener.local_addr()?;
     let backend = Arc::new(TantivyBackend::new(config.data_dir.join("search")));
     let indexes = Arc::new(SearchIndexes::new(backend));
     let live = Arc::new(Live::default());
@@ -597,16 +596,30 @@ pub async fn start(config: &crate::Config, shared: Arc<chronik_net::Shared>, add
             }
         }
     });
-    let state = chronik_net::http::HttpState { search: service, live, broker: shared.broker.clone() };
-    let http_shared = shared.clone();
-    let http = tokio::spawn(chronik_net::http::serve_http(listener, state, async move { http_shared.stopped().await }));
-    Ok((Running { stop, wake, indexer: Some(indexer), http, forwarder }, bound))
+    Ok(Running { service, live, stop, wake, indexer: Some(indexer), forwarder })
+}
+
+/// Serves the search HTTP API on `addr` until the broker stops. Returns the
+/// bound address and the server's task.
+pub async fn serve_http(
+    shared: Arc<chronik_net::Shared>,
+    search: &Running,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the search HTTP API (set --http-listen to another address, or \"off\")"))?;
+    let bound = listener.local_addr()?;
+    let state = chronik_net::http::HttpState { search: search.service.clone(), live: search.live.clone(), broker: shared.broker.clone() };
+    let http = tokio::spawn(chronik_net::http::serve_http(listener, state, async move { shared.stopped().await }));
+    Ok((bound, http))
 }
 
 impl Running {
-    /// Stops the API and the indexer, committing what was indexed.
+    /// Stops the indexer, committing what was indexed (after the broker
+    /// was asked to stop).
     pub async fn stop(mut self) {
-        let _ = self.http.await;
         let _ = self.forwarder.await;
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.wake.try_send(());

@@ -23,6 +23,7 @@ fn config(dir: &std::path::Path) -> Config {
         data_dir: Some(dir.to_path_buf()),
         kafka_listen: Some("127.0.0.1:0".into()),
         http_listen: Some("127.0.0.1:0".into()),
+        rpc_listen: Some("127.0.0.1:0".into()),
         socket_request_max_bytes: Some(2 << 20),
         ..Default::default()
     };

@@ -132,6 +132,7 @@ async fn world(opts: Options) -> Outcome {
                             kafka_listen: Some(broker_addr().to_string()),
                             // Search (tantivy, HTTP) runs outside the simulation.
                             http_listen: Some("off".into()),
+                            rpc_listen: Some("off".into()),
                             log_segment_bytes: Some(segment_bytes),
                             log_roll_ms: Some(60_000),
                             log_retention_ms: Some(-1),

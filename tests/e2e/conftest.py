@@ -64,6 +64,8 @@ class Broker:
         self.port = port or free_port()
         # The search HTTP API, on a port of its own (the default 8080 would collide).
         self.http_port = free_port()
+        # The gRPC admin service, likewise.
+        self.rpc_port = free_port()
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -79,6 +81,11 @@ class Broker:
         """Base URL of the search HTTP API."""
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def rpc(self) -> str:
+        """host:port of the gRPC admin service."""
+        return f"127.0.0.1:{self.rpc_port}"
+
     def _note(self, text: str) -> None:
         with open(self.log_path, "a") as f:
             f.write(f"=== [e2e harness {time.strftime('%H:%M:%S')}] {text}\n")
@@ -93,7 +100,8 @@ class Broker:
         args = [str(self.bin_path), "start",
                 "--data-dir", str(self.data_dir),
                 "--kafka-listen", self.bootstrap,
-                "--node-id", "1", "--http-listen", f"127.0.0.1:{self.http_port}", *self.extra_args]
+                "--node-id", "1", "--http-listen", f"127.0.0.1:{self.http_port}",
+                "--rpc-listen", self.rpc, *self.extra_args]
         self.starts += 1
         self._note(f"start #{self.starts}: {' '.join(args)}")
         log = open(self.log_path, "ab")

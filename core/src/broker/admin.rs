@@ -57,7 +57,7 @@ pub fn api_versions_table(error_code: i16) -> ApiVersionsResponse {
 }
 
 pub(super) struct Created {
-    record: TopicRecord,
+    pub(super) record: TopicRecord,
 }
 
 impl Broker {
@@ -374,7 +374,7 @@ impl Broker {
         DeleteTopicsResponse::default().with_responses(responses)
     }
 
-    fn delete_topic(&self, name: &str) -> Result<(), String> {
+    pub(super) fn delete_topic(&self, name: &str) -> Result<(), String> {
         let topic = {
             let mut state = self.write_state();
             let mut catalog = state.catalog.clone();

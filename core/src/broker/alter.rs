@@ -34,10 +34,20 @@ const OP_SUBTRACT: i8 = 3;
 type Refusal = (ResponseError, String);
 
 /// One requested change, as both APIs can express it.
-struct Change {
+pub(super) struct Change {
     name: String,
     op: i8,
     value: Option<String>,
+}
+
+impl Change {
+    pub(super) fn set(name: &str, value: &str) -> Change {
+        Change { name: name.to_string(), op: OP_SET, value: Some(value.to_string()) }
+    }
+
+    pub(super) fn delete(name: &str) -> Change {
+        Change { name: name.to_string(), op: OP_DELETE, value: None }
+    }
 }
 
 fn list_items(v: &str) -> Vec<String> {
@@ -126,7 +136,7 @@ impl Broker {
     }
 
     /// The topic's overrides after `changes`, validated as a whole.
-    fn changed_topic_configs(&self, current: &BTreeMap<String, String>, changes: &[Change], replace: bool) -> Result<BTreeMap<String, String>, Refusal> {
+    pub(super) fn changed_topic_configs(&self, current: &BTreeMap<String, String>, changes: &[Change], replace: bool) -> Result<BTreeMap<String, String>, Refusal> {
         let mut configs = if replace { BTreeMap::new() } else { current.clone() };
         for c in changes {
             let def = topic_config_def(&c.name).ok_or_else(|| (InvalidConfig, format!("unknown topic config '{}'", c.name)))?;

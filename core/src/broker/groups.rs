@@ -94,7 +94,7 @@ pub fn is_group_request(body: &RequestKind) -> bool {
 }
 
 impl Broker {
-    fn groups(&self) -> std::sync::MutexGuard<'_, Groups> {
+    pub(super) fn groups(&self) -> std::sync::MutexGuard<'_, Groups> {
         self.groups.lock().expect("group coordinator poisoned")
     }
 

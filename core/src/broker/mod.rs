@@ -9,6 +9,7 @@
 
 mod admin;
 mod alter;
+pub mod ops;
 pub mod catalog;
 mod fetch;
 mod groups;

@@ -13,6 +13,55 @@ use crate::broker::Broker;
 /// default `index.max_result_window`; a larger `size` is capped to it.
 pub const MAX_RESULT_WINDOW: usize = 10_000;
 
+/// Hits per page when a request does not say (`limit`, `size`).
+pub const DEFAULT_SIZE: usize = 10;
+
+/// The simple search's parameters, as the HTTP API (`/topics/{t}/search`)
+/// and the gRPC admin service's `Search` both take them.
+#[derive(Debug, Clone, Default)]
+pub struct SimpleSearch {
+    /// A query string (`level:error AND user.id:42`); everything when `None`.
+    pub q: Option<String>,
+    pub limit: Option<usize>,
+    pub from: Option<usize>,
+    /// `relevance` (the default), `offset`, `timestamp` or a JSON field.
+    pub sort: Option<String>,
+    /// `asc` or `desc`.
+    pub order: Option<String>,
+    pub from_ts: Option<i64>,
+    pub to_ts: Option<i64>,
+    pub partitions: Option<Vec<i32>>,
+}
+
+impl SimpleSearch {
+    pub fn request(&self) -> Result<SearchRequest, QueryError> {
+        use std::ops::Bound;
+        use super::query::{parse_query_string, parse_sort};
+        use super::{FieldRef, SortOrder};
+        let mut query = parse_query_string(self.q.as_deref().unwrap_or("*"), &FieldRef::Any, false)?;
+        if self.from_ts.is_some() || self.to_ts.is_some() {
+            let range = Query::Range {
+                field: FieldRef::Timestamp,
+                lower: self.from_ts.map_or(Bound::Unbounded, |t| Bound::Included(t as f64)),
+                upper: self.to_ts.map_or(Bound::Unbounded, |t| Bound::Included(t as f64)),
+            };
+            query = Query::bool_of(vec![query], Vec::new(), Vec::new(), vec![range], None);
+        }
+        let sort = match self.sort.as_deref() {
+            None | Some("relevance") => vec![SortField::Score(SortOrder::Desc)],
+            Some(name) => vec![parse_sort(name, self.order.as_deref())?],
+        };
+        Ok(SearchRequest {
+            query,
+            from: self.from.unwrap_or(0),
+            size: self.limit.unwrap_or(DEFAULT_SIZE).min(MAX_RESULT_WINDOW),
+            sort,
+            search_after: None,
+            partitions: self.partitions.clone(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
     pub query: Query,
@@ -43,8 +92,24 @@ pub enum SearchError {
     NoTopic(String),
     /// The request is wrong (400): an Elasticsearch error type and reason.
     Bad(QueryError),
+    /// The topic exists but is not indexed (`search.enabled` is off).
+    NotEnabled(String),
     /// An index could not answer (503).
     Unavailable(String),
+}
+
+impl SearchError {
+    /// The refusal as an Elasticsearch error: (HTTP status, type, reason).
+    pub fn es_error(&self) -> (u16, &'static str, String) {
+        match self {
+            SearchError::NoTopic(t) => (404, "index_not_found_exception", format!("no such index [{t}]")),
+            SearchError::Bad(q) => (400, q.kind, q.reason.clone()),
+            SearchError::NotEnabled(t) => {
+                (400, "illegal_argument_exception", format!("search is not enabled on topic [{t}]: set its config search.enabled=true"))
+            }
+            SearchError::Unavailable(why) => (503, "search_phase_execution_exception", why.clone()),
+        }
+    }
 }
 
 impl From<QueryError> for SearchError {
@@ -67,10 +132,7 @@ impl SearchService {
     pub fn check_topic(&self, topic: &str) -> Result<(), SearchError> {
         let t = self.broker.topic(topic).ok_or_else(|| SearchError::NoTopic(topic.to_string()))?;
         if !search_enabled(&t.record.configs) {
-            return Err(SearchError::Bad(QueryError {
-                kind: "illegal_argument_exception",
-                reason: format!("search is not enabled on topic [{topic}]: create it with search.enabled=true"),
-            }));
+            return Err(SearchError::NotEnabled(topic.to_string()));
         }
         Ok(())
     }

@@ -1,0 +1,239 @@
+//! The public gRPC admin service (`proto/chronik/v1/admin.proto`): topics,
+//! configs, the cluster, groups and search, for tools that speak gRPC rather
+//! than Kafka. Runs in both builds (tonic is madsim's under `--cfg madsim`).
+//!
+//! Each call maps onto the same broker operation the Kafka APIs use, so it
+//! validates and persists the same way; a refusal becomes a gRPC status
+//! whose message names the problem.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chronik_core::broker::ops::{Refusal, TopicInfo};
+use chronik_core::search::service::{SearchError, SearchService, SimpleSearch};
+use chronik_proto::grpc::admin_server::{Admin, AdminServer};
+use chronik_proto::grpc::*;
+use chronik_proto::ResponseError;
+use tonic::{Request, Response, Status};
+
+use crate::Shared;
+
+pub struct AdminService {
+    shared: Arc<Shared>,
+    search: Option<Arc<SearchService>>,
+}
+
+impl AdminService {
+    /// `search` answers `Search`; without it (no search indexes) the call is
+    /// `UNAVAILABLE`.
+    pub fn new(shared: Arc<Shared>, search: Option<Arc<SearchService>>) -> AdminService {
+        AdminService { shared, search }
+    }
+}
+
+fn status((error, message): Refusal) -> Status {
+    use ResponseError::*;
+    tracing::info!(?error, %message, "admin call refused");
+    match error {
+        UnknownTopicOrPartition | UnknownTopicId | GroupIdNotFound => Status::not_found(message),
+        TopicAlreadyExists => Status::already_exists(message),
+        KafkaStorageError | NotLeaderOrFollower | NotController | CoordinatorNotAvailable => Status::unavailable(message),
+        InvalidTopicException | InvalidPartitions | InvalidReplicationFactor | InvalidReplicaAssignment | InvalidConfig | InvalidRequest => {
+            Status::invalid_argument(message)
+        }
+        _ => Status::failed_precondition(message),
+    }
+}
+
+fn topic_description(t: TopicInfo) -> TopicDescription {
+    TopicDescription {
+        name: t.record.name.clone(),
+        topic_id: t.record.id.simple().to_string(),
+        internal: t.internal,
+        partitions: t
+            .partitions
+            .into_iter()
+            .map(|p| PartitionDescription {
+                partition: p.partition,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas,
+                isr: p.isr,
+                log_start_offset: p.log_start_offset,
+                high_watermark: p.high_watermark,
+                log_end_offset: p.log_end_offset,
+                offline_reason: p.offline.unwrap_or_default(),
+            })
+            .collect(),
+        configs: t.configs.into_iter().collect(),
+        overrides: t.record.configs.into_iter().collect(),
+    }
+}
+
+fn sorted(map: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    map.into_iter().collect()
+}
+
+/// Runs a search where it may block for a moment: a blocking-pool thread in
+/// production; inline in the simulation (no OS threads there, and the
+/// simulator's indexes are in memory).
+async fn run_search<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    #[cfg(not(madsim))]
+    {
+        tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("search task failed: {e}")))
+    }
+    #[cfg(madsim)]
+    {
+        Ok(f())
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
+        let r = request.into_inner();
+        let broker = &self.shared.broker;
+        let (record, created) =
+            broker.create_topic_idempotent(&r.name, r.partitions, r.replication_factor, sorted(r.configs), r.validate_only).map_err(status)?;
+        if created && !r.validate_only {
+            tracing::info!(topic = %record.name, partitions = record.partitions, "created topic (admin API)");
+        }
+        let topic = match broker.topic(&record.name) {
+            Some(t) if !r.validate_only => broker.describe_topic(&t),
+            // validate_only: describe what would be created.
+            _ => TopicInfo { internal: false, partitions: Vec::new(), configs: BTreeMap::new(), record },
+        };
+        Ok(Response::new(CreateTopicResponse { topic: Some(topic_description(topic)), created }))
+    }
+
+    async fn delete_topic(&self, request: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
+        let r = request.into_inner();
+        let deleted = self.shared.broker.delete_topic_by_name(&r.name).map_err(status)?;
+        if !deleted && !r.allow_missing {
+            return Err(Status::not_found(format!("topic '{}' does not exist", r.name)));
+        }
+        Ok(Response::new(DeleteTopicResponse { deleted }))
+    }
+
+    async fn describe_topics(&self, request: Request<DescribeTopicsRequest>) -> Result<Response<DescribeTopicsResponse>, Status> {
+        let r = request.into_inner();
+        let broker = &self.shared.broker;
+        let topics = if r.names.is_empty() {
+            broker.topics().into_iter().filter(|t| r.include_internal || !chronik_core::broker::is_internal(&t.record.name)).collect()
+        } else {
+            let mut out = Vec::with_capacity(r.names.len());
+            for name in &r.names {
+                out.push(broker.topic(name).ok_or_else(|| Status::not_found(format!("topic '{name}' does not exist")))?);
+            }
+            out
+        };
+        let topics = topics.iter().map(|t| topic_description(broker.describe_topic(t))).collect();
+        Ok(Response::new(DescribeTopicsResponse { topics }))
+    }
+
+    async fn describe_cluster(&self, _request: Request<DescribeClusterRequest>) -> Result<Response<DescribeClusterResponse>, Status> {
+        let broker = &self.shared.broker;
+        let c = broker.config();
+        Ok(Response::new(DescribeClusterResponse {
+            cluster_id: broker.cluster_id(),
+            controller_id: c.node_id,
+            brokers: vec![BrokerDescription { node_id: c.node_id, host: c.advertised_host.clone(), kafka_port: c.advertised_port }],
+        }))
+    }
+
+    async fn alter_topic_configs(&self, request: Request<AlterTopicConfigsRequest>) -> Result<Response<AlterTopicConfigsResponse>, Status> {
+        let r = request.into_inner();
+        let overrides = self.shared.broker.alter_topic_configs(&r.topic, &sorted(r.set), &r.delete, r.validate_only).map_err(status)?;
+        Ok(Response::new(AlterTopicConfigsResponse { overrides: overrides.into_iter().collect() }))
+    }
+
+    async fn list_groups(&self, request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+        let r = request.into_inner();
+        let groups = self
+            .shared
+            .broker
+            .list_groups(&r.states)
+            .into_iter()
+            .map(|g| GroupListing { group_id: g.group_id, protocol_type: g.protocol_type, state: g.state, r#type: g.group_type })
+            .collect();
+        Ok(Response::new(ListGroupsResponse { groups }))
+    }
+
+    async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let Some(search) = self.search.clone() else {
+            return Err(Status::unavailable("this broker runs no search indexer"));
+        };
+        let nonempty = |s: String| (!s.is_empty()).then_some(s);
+        let simple = SimpleSearch {
+            q: nonempty(r.query),
+            limit: r.limit.map(|n| n as usize),
+            from: r.from.map(|n| n as usize),
+            sort: nonempty(r.sort),
+            order: nonempty(r.order),
+            from_ts: r.from_ts,
+            to_ts: r.to_ts,
+            partitions: (!r.partitions.is_empty()).then_some(r.partitions),
+        };
+        let req = simple.request().map_err(|e| Status::invalid_argument(format!("{}: {}", e.kind, e.reason)))?;
+        let topic = r.topic;
+        let answer = run_search(move || search.search(&topic, &req)).await?;
+        let answer = answer.map_err(|e| match e {
+            SearchError::NoTopic(t) => Status::not_found(format!("topic '{t}' does not exist")),
+            e @ SearchError::NotEnabled(_) => Status::failed_precondition(e.es_error().2),
+            SearchError::Bad(q) => Status::invalid_argument(format!("{}: {}", q.kind, q.reason)),
+            SearchError::Unavailable(why) => Status::unavailable(why),
+        })?;
+        let hits = answer
+            .hits
+            .into_iter()
+            .map(|h| SearchHit {
+                partition: h.doc.partition,
+                offset: h.doc.offset,
+                timestamp: h.doc.timestamp,
+                key: h.doc.key,
+                value: h.doc.value,
+                headers: h.doc.headers.into_iter().map(|(key, value)| RecordHeader { key, value }).collect(),
+                score: h.score,
+            })
+            .collect();
+        Ok(Response::new(SearchResponse { total: answer.total, hits, took_ms: started.elapsed().as_millis() as u64 }))
+    }
+}
+
+/// The admin service's listener, bound at start so that a taken port is a
+/// clear start-up error (the simulated transport binds when serving).
+pub struct RpcListener {
+    #[cfg(not(madsim))]
+    listener: tokio::net::TcpListener,
+    pub addr: std::net::SocketAddr,
+}
+
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<RpcListener> {
+    #[cfg(not(madsim))]
+    {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(RpcListener { listener, addr })
+    }
+    #[cfg(madsim)]
+    {
+        Ok(RpcListener { addr })
+    }
+}
+
+/// Serves the admin service until the broker stops.
+pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Arc<SearchService>>) {
+    let service = AdminServer::new(AdminService::new(shared.clone(), search));
+    let stop = async move { shared.stopped().await };
+    let server = tonic::transport::Server::builder().add_service(service);
+    #[cfg(not(madsim))]
+    let served = server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener.listener), stop).await;
+    #[cfg(madsim)]
+    let served = server.serve_with_shutdown(listener.addr, stop).await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the gRPC admin service failed");
+    }
+}
