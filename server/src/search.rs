@@ -247,7 +247,7 @@ impl TantivyIndex {
         match q {
             Query::All => Box::new(AllQuery),
             Query::Nothing => Box::new(EmptyQuery),
-            Query::Text { field, tokens, all, phrase, raw } => {
+            Query::Text { field, tokens, positions, all, phrase, raw } => {
                 let mut alternatives: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
                 if let Some(n) = raw.trim().parse::<f64>().ok().filter(|n| n.is_finite()) {
                     if matches!(field, FieldRef::Offset | FieldRef::Timestamp | FieldRef::Partition | FieldRef::Json(_)) {
@@ -260,8 +260,10 @@ impl TantivyIndex {
                         let n_targets = self.text_term(field, &tokens[0]).len();
                         let per_target: Vec<(Occur, Box<dyn TQuery>)> = (0..n_targets)
                             .map(|i| {
-                                let terms: Vec<Term> = tokens.iter().map(|t| self.text_term(field, t)[i].clone()).collect();
-                                (Occur::Should, Box::new(PhraseQuery::new(terms)) as Box<dyn TQuery>)
+                                // At the query's own positions: a dropped long token leaves a gap.
+                                let terms: Vec<(usize, Term)> =
+                                    tokens.iter().zip(positions).map(|(t, p)| (p - positions[0], self.text_term(field, t)[i].clone())).collect();
+                                (Occur::Should, Box::new(PhraseQuery::new_with_offset(terms)) as Box<dyn TQuery>)
                             })
                             .collect();
                         Box::new(BooleanQuery::new(per_target))

@@ -160,10 +160,19 @@ fn flatten_json(v: &serde_json::Value, path: String, out: &mut Vec<(String, Leaf
 /// alphanumeric, dropping tokens of [`MAX_TOKEN_BYTES`] or more: tantivy's
 /// "default" analyzer (SimpleTokenizer, RemoveLongFilter(40), LowerCaser).
 pub fn tokenize(text: &str) -> Vec<String> {
+    tokenize_with_positions(text).into_iter().map(|(_, t)| t).collect()
+}
+
+/// [`tokenize`] with each token's position. A dropped long token still
+/// takes a position, as in tantivy (its filter removes the token, not the
+/// position), so a phrase never spans the gap it leaves.
+pub fn tokenize_with_positions(text: &str) -> Vec<(usize, String)> {
     text.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty() && t.len() < MAX_TOKEN_BYTES)
+        .filter(|t| !t.is_empty())
+        .enumerate()
+        .filter(|(_, t)| t.len() < MAX_TOKEN_BYTES)
         // Character by character, as tantivy's LowerCaser (no final-sigma rule).
-        .map(|t| t.chars().flat_map(char::to_lowercase).collect())
+        .map(|(i, t)| (i, t.chars().flat_map(char::to_lowercase).collect()))
         .collect()
 }
 
@@ -269,6 +278,7 @@ mod tests {
     fn tokenizer_matches_tantivys_default_analyzer() {
         assert_eq!(tokenize("Disk FULL on node-7, user_id=42"), vec!["disk", "full", "on", "node", "7", "user", "id", "42"]);
         assert_eq!(tokenize(&format!("a {} b", "x".repeat(40))), vec!["a", "b"]);
+        assert_eq!(tokenize_with_positions(&format!("a {} b", "x".repeat(40))), vec![(0, "a".to_string()), (2, "b".to_string())]);
         assert_eq!(tokenize(&format!("{}", "y".repeat(39))), vec!["y".repeat(39)]);
         assert_eq!(tokenize("Ünïcode ÉTÉ"), vec!["ünïcode", "été"]);
     }

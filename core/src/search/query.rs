@@ -8,7 +8,7 @@ use std::ops::Bound;
 use serde_json::Value;
 use tantivy_query_grammar::{Delimiter, Occur, UserInputAst, UserInputBound, UserInputLeaf};
 
-use super::{tokenize, Doc, Leaf};
+use super::{tokenize, tokenize_with_positions, Doc, Leaf};
 
 /// A field a query can name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,9 +64,10 @@ pub enum Query {
     All,
     Nothing,
     /// Analyzed text: any (`all = false`) or every token, or the tokens as a
-    /// phrase (consecutive, in order). On a number field the text must equal
-    /// the number.
-    Text { field: FieldRef, tokens: Vec<String>, all: bool, phrase: bool, raw: String },
+    /// phrase (in order, at the same distances as in the query: `positions`,
+    /// which skip where the analyzer dropped a long token). On a number
+    /// field the text must equal the number.
+    Text { field: FieldRef, tokens: Vec<String>, positions: Vec<usize>, all: bool, phrase: bool, raw: String },
     /// One exact token (not analyzed), or an exact number.
     Term { field: FieldRef, value: String },
     /// A numeric range (offset, timestamp, partition, JSON numbers).
@@ -94,8 +95,8 @@ impl Query {
 
     /// Text query: analyzed with the index's tokenizer.
     pub fn text(field: FieldRef, text: &str, all: bool, phrase: bool) -> Query {
-        let tokens = tokenize(text);
-        Query::Text { field, tokens, all, phrase, raw: text.to_string() }
+        let (positions, tokens) = tokenize_with_positions(text).into_iter().unzip();
+        Query::Text { field, tokens, positions, all, phrase, raw: text.to_string() }
     }
 
     /// Whether `doc` matches (the reference semantics).
@@ -103,7 +104,7 @@ impl Query {
         match self {
             Query::All => true,
             Query::Nothing => false,
-            Query::Text { field, tokens, all, phrase, raw } => text_matches(doc, field, tokens, *all, *phrase, raw),
+            Query::Text { field, tokens, positions, all, phrase, raw } => text_matches(doc, field, tokens, positions, *all, *phrase, raw),
             Query::Term { field, value } => term_matches(doc, field, value),
             Query::Range { field, lower, upper } => numbers(doc, field).into_iter().any(|n| in_range(n, *lower, *upper)),
             Query::Exists { field } => match field {
@@ -133,20 +134,20 @@ pub fn in_range(n: f64, lower: Bound<f64>, upper: Bound<f64>) -> bool {
     lo && hi
 }
 
-/// The texts of a field in a document, each as its own token list.
-fn texts(doc: &Doc, field: &FieldRef) -> Vec<Vec<String>> {
-    let lossy = |b: &Option<bytes::Bytes>| b.as_ref().map(|b| tokenize(&String::from_utf8_lossy(b)));
+/// The texts of a field in a document, each as its own list of positioned tokens.
+fn texts(doc: &Doc, field: &FieldRef) -> Vec<Vec<(usize, String)>> {
+    let lossy = |b: &Option<bytes::Bytes>| b.as_ref().map(|b| tokenize_with_positions(&String::from_utf8_lossy(b)));
     match field {
         FieldRef::Any => [lossy(&doc.key), lossy(&doc.value)].into_iter().flatten().collect(),
         FieldRef::Key => lossy(&doc.key).into_iter().collect(),
         FieldRef::Value => lossy(&doc.value).into_iter().collect(),
-        FieldRef::Header(h) => doc.header_texts().into_iter().filter(|(k, _)| k == h).map(|(_, v)| tokenize(&v)).collect(),
+        FieldRef::Header(h) => doc.header_texts().into_iter().filter(|(k, _)| k == h).map(|(_, v)| tokenize_with_positions(&v)).collect(),
         FieldRef::Json(p) => doc
             .json_leaves()
             .into_iter()
             .filter(|(path, _)| path == p)
             .filter_map(|(_, leaf)| match leaf {
-                Leaf::Text(t) => Some(tokenize(&t)),
+                Leaf::Text(t) => Some(tokenize_with_positions(&t)),
                 Leaf::Number(_) => None,
             })
             .collect(),
@@ -173,7 +174,7 @@ pub fn numbers(doc: &Doc, field: &FieldRef) -> Vec<f64> {
     }
 }
 
-fn text_matches(doc: &Doc, field: &FieldRef, tokens: &[String], all: bool, phrase: bool, raw: &str) -> bool {
+fn text_matches(doc: &Doc, field: &FieldRef, tokens: &[String], positions: &[usize], all: bool, phrase: bool, raw: &str) -> bool {
     if let Some(n) = finite(raw) {
         if numbers(doc, field).contains(&n) {
             return true;
@@ -183,13 +184,19 @@ fn text_matches(doc: &Doc, field: &FieldRef, tokens: &[String], all: bool, phras
         return false;
     }
     let values = texts(doc, field);
+    let has = |v: &[(usize, String)], pos: Option<usize>, t: &String| v.iter().any(|(p, x)| x == t && pos.is_none_or(|want| *p == want));
     if phrase && tokens.len() > 1 {
-        return values.iter().any(|v| v.windows(tokens.len()).any(|w| w == tokens));
+        // Some occurrence of the first token with every other one at the same distance as in the query.
+        return values.iter().any(|v| {
+            v.iter().filter(|(_, x)| *x == tokens[0]).any(|(start, _)| {
+                tokens.iter().zip(positions).skip(1).all(|(t, q)| has(v, Some(start + (q - positions[0])), t))
+            })
+        });
     }
     if all {
-        tokens.iter().all(|t| values.iter().any(|v| v.contains(t)))
+        tokens.iter().all(|t| values.iter().any(|v| has(v, None, t)))
     } else {
-        tokens.iter().any(|t| values.iter().any(|v| v.contains(t)))
+        tokens.iter().any(|t| values.iter().any(|v| has(v, None, t)))
     }
 }
 
@@ -199,7 +206,7 @@ fn term_matches(doc: &Doc, field: &FieldRef, value: &str) -> bool {
             return true;
         }
     }
-    texts(doc, field).iter().any(|v| v.iter().any(|t| t == value))
+    texts(doc, field).iter().any(|v| v.iter().any(|(_, t)| t == value))
 }
 
 // ---- sorting ------------------------------------------------------------------
@@ -379,7 +386,7 @@ fn from_leaf(leaf: &UserInputLeaf, default_field: &FieldRef) -> Result<Query, Qu
 impl Query {
     fn with_phrase(self, phrase: bool) -> Query {
         match self {
-            Query::Text { field, tokens, all, raw, .. } => Query::Text { field, tokens, all, phrase, raw },
+            Query::Text { field, tokens, positions, all, raw, .. } => Query::Text { field, tokens, positions, all, phrase, raw },
             q => q,
         }
     }
