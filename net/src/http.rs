@@ -43,7 +43,31 @@ pub fn router(state: HttpState) -> Router {
         .route("/{topic}/_count", get(es_count).post(es_count))
         .route("/{topic}/_msearch", get(msearch_topic).post(msearch_topic))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(es_style_errors))
         .with_state(state)
+}
+
+/// Answers axum's own refusals (wrong method, a body over the limit, a path
+/// or query that does not decode) in the Elasticsearch error shape too, so
+/// that a client always gets a body it can parse and a reason it can act on.
+async fn es_style_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.headers().contains_key("x-elastic-product") {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 << 10).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status.canonical_reason().unwrap_or("request refused").to_string(),
+    };
+    let (kind, reason) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed_exception", format!("Incorrect HTTP method for uri [{path}] and method [{method}]")),
+        StatusCode::PAYLOAD_TOO_LARGE => ("content_too_long_exception", format!("request body too large: {text}")),
+        s if s.is_client_error() => ("illegal_argument_exception", text),
+        _ => ("internal_server_error", text),
+    };
+    error(status, kind, &reason)
 }
 
 /// Serves until `stop` completes.

@@ -18,7 +18,7 @@ use chronik_core::search::{Doc, FieldRef, IndexAnswer, IndexHit, PartitionIndex,
 use serde_json::Value;
 use tantivy::collector::sort_key::SortByErasedType;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, TermQuery};
+use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, EmptyQuery, Occur, PhraseQuery, Query as TQuery, RangeQuery, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, JsonObjectOptions, NumericOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions, STORED, STRING,
 };
@@ -320,8 +320,12 @@ impl TantivyIndex {
             }
             Query::Bool { must, should, must_not, filter, min_should } => {
                 let mut clauses: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
-                for q in must.iter().chain(filter) {
+                for q in must {
                     clauses.push((Occur::Must, self.translate(q)));
+                }
+                // Filters must match but do not score (as in Elasticsearch).
+                for q in filter {
+                    clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(self.translate(q), 0.0))));
                 }
                 if !should.is_empty() {
                     let shoulds: Vec<(Occur, Box<dyn TQuery>)> = should.iter().map(|q| (Occur::Should, self.translate(q))).collect();

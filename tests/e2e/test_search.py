@@ -267,6 +267,14 @@ def test_bad_search_requests_get_clear_errors(broker):
     for url, body, status, kind in cases:
         got_status, r = http_json(url, body)
         assert got_status == status and r["error"]["type"] == kind and r["error"]["reason"], (url, body, got_status, r)
+    # The HTTP server's own refusals have the same shape.
+    for url, body, method, status, kind in [
+        (f"{base}/search-bad/_search", None, "DELETE", 405, "method_not_allowed_exception"),
+        (f"{base}/search-bad/_search", b"{" + b" " * (3 << 20) + b"}", "POST", 413, "content_too_long_exception"),
+        (f"{base}/topics/%FF/search?q=x", None, "GET", 400, "illegal_argument_exception"),
+    ]:
+        got_status, r = http_json(url, body, method=method)
+        assert got_status == status and r["error"]["type"] == kind and r["error"]["reason"], (url, method, got_status, r)
     # A huge size is capped, not refused.
     status, r = http_json(f"{base}/search-bad/_search", {"query": {"match_all": {}}, "size": 10 ** 9})
     assert status == 200, r

@@ -440,3 +440,35 @@ fn topic_configs_change_at_run_time_and_survive_a_crash() {
     assert_eq!(want.get("search.enabled").map(String::as_str), Some("true"));
     assert!(!want.contains_key("max.message.bytes"));
 }
+
+#[test]
+fn search_hides_records_retention_deleted_before_the_indexer_noticed() {
+    use crate::search::indexer::Indexer;
+    use crate::search::live::Live;
+    use crate::search::mem::MemBackend;
+    use crate::search::service::{SearchRequest, SearchService};
+    use crate::search::{Query, SearchIndexes, SortField, SortOrder};
+
+    let disk = SimDisk::new(6);
+    let b = Arc::new(broker_on(&disk));
+    assert_eq!(create(&b, "s", 1, &[("search.enabled", "true"), ("segment.bytes", "1024")]), 0);
+    for _ in 0..20 {
+        assert_eq!(produce(&b, "s", 0, batch(5, 1, None, Compression::None), -1).0, 0);
+    }
+    b.flush();
+    let indexes = Arc::new(SearchIndexes::new(Arc::new(MemBackend::default())));
+    let mut indexer = Indexer::new(b.clone(), indexes.clone(), Arc::new(Live::default()), 0);
+    indexer.run_once(0);
+    let service = SearchService::new(b.clone(), indexes);
+    let req = SearchRequest { query: Query::All, from: 0, size: 5, sort: vec![SortField::Offset(SortOrder::Asc)], search_after: None, partitions: None };
+    assert_eq!(service.search("s", &req).unwrap().total, 100);
+
+    // Retention deletes the oldest segments; the indexer has not run since.
+    b.set_topic_configs("s", [("search.enabled", "true"), ("segment.bytes", "1024"), ("retention.bytes", "1024")].map(|(k, v)| (k.to_string(), v.to_string())).into()).unwrap();
+    b.enforce_retention();
+    let start = b.topic("s").unwrap().partition(0).unwrap().log_start_offset().unwrap();
+    assert!(start > 0);
+    let r = service.search("s", &req).unwrap();
+    assert_eq!(r.total, (100 - start) as u64, "the total counts only records the log still has");
+    assert_eq!(r.hits.iter().map(|h| h.doc.offset).collect::<Vec<_>>(), (start..start + 5).collect::<Vec<_>>(), "a full page");
+}

@@ -157,7 +157,16 @@ impl SearchService {
             }
             let index = self.indexes.get(&index_name(&t.record, p.index)).map_err(SearchError::Unavailable)?;
             let after = req.search_after.as_ref();
-            let answer = index.search(&req.query, window, &sort, after).map_err(SearchError::Unavailable)?;
+            // Only records the log still has: retention may have deleted some
+            // since the indexer last removed their documents.
+            let start = p.log_start_offset().ok_or_else(|| SearchError::Unavailable(format!("partition {} is offline", p.index)))?;
+            let query = if start > 0 {
+                let live = Query::Range { field: super::FieldRef::Offset, lower: std::ops::Bound::Included(start as f64), upper: std::ops::Bound::Unbounded };
+                Query::bool_of(vec![req.query.clone()], Vec::new(), Vec::new(), vec![live], None)
+            } else {
+                req.query.clone()
+            };
+            let answer = index.search(&query, window, &sort, after).map_err(SearchError::Unavailable)?;
             total += answer.total;
             for h in answer.hits {
                 keyed.push((SortKey::of(&sort, p.index, h.offset, h.timestamp, h.score), h.score, p.clone(), h.doc));
@@ -166,7 +175,7 @@ impl SearchService {
         keyed.sort_by(|a, b| SortKey::cmp(&sort, &a.0, &b.0));
         let mut hits = Vec::new();
         for (key, score, p, copy) in keyed.into_iter().skip(req.from).take(size) {
-            // Retention may have removed the record since it was indexed.
+            // Retention may have removed the record since the search began.
             let start = p.log_start_offset().ok_or_else(|| SearchError::Unavailable(format!("partition {} is offline", p.index)))?;
             if key.offset < start {
                 continue;
