@@ -20,3 +20,4 @@ pub mod broker;
 pub mod group;
 pub mod planted;
 pub mod search;
+pub mod cluster;
