@@ -11,6 +11,7 @@
 //! `--cfg madsim`), so the simulator runs this same code.
 
 pub mod grpc;
+pub mod raft;
 #[cfg(not(madsim))]
 pub mod http;
 
