@@ -15,7 +15,7 @@ fn grpc() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
     config.bytes(["."]);
-    let protos = ["proto/chronik/v1/admin.proto"];
+    let protos = ["proto/chronik/v1/admin.proto", "proto/chronik/v1/cluster.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -22,13 +22,14 @@ use crate::Shared;
 pub struct AdminService {
     shared: Arc<Shared>,
     search: Option<Arc<SearchService>>,
+    controller: Option<crate::raft::node::Controller>,
 }
 
 impl AdminService {
     /// `search` answers `Search`; without it (no search indexes) the call is
     /// `UNAVAILABLE`.
-    pub fn new(shared: Arc<Shared>, search: Option<Arc<SearchService>>) -> AdminService {
-        AdminService { shared, search }
+    pub fn new(shared: Arc<Shared>, search: Option<Arc<SearchService>>, controller: Option<crate::raft::node::Controller>) -> AdminService {
+        AdminService { shared, search, controller }
     }
 }
 
@@ -135,10 +136,20 @@ impl Admin for AdminService {
     async fn describe_cluster(&self, _request: Request<DescribeClusterRequest>) -> Result<Response<DescribeClusterResponse>, Status> {
         let broker = &self.shared.broker;
         let c = broker.config();
+        if let Some(controller) = &self.controller {
+            let brokers = controller.sm.with_image(|img| {
+                img.brokers
+                    .values()
+                    .map(|b| BrokerDescription { node_id: b.id, host: b.host.clone(), kafka_port: b.kafka_port, fenced: b.fenced })
+                    .collect()
+            });
+            let leader = controller.leader().map_or(-1, |l| l as i32);
+            return Ok(Response::new(DescribeClusterResponse { cluster_id: broker.cluster_id(), controller_id: leader, brokers }));
+        }
         Ok(Response::new(DescribeClusterResponse {
             cluster_id: broker.cluster_id(),
             controller_id: c.node_id,
-            brokers: vec![BrokerDescription { node_id: c.node_id, host: c.advertised_host.clone(), kafka_port: c.advertised_port }],
+            brokers: vec![BrokerDescription { node_id: c.node_id, host: c.advertised_host.clone(), kafka_port: c.advertised_port, fenced: false }],
         }))
     }
 
@@ -224,11 +235,19 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<RpcListener> {
     }
 }
 
-/// Serves the admin service until the broker stops.
-pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Arc<SearchService>>) {
-    let service = AdminServer::new(AdminService::new(shared.clone(), search));
+/// Serves the admin service (and, on a controller, the Raft and
+/// controller services) until the broker stops.
+pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Arc<SearchService>>, controller: Option<crate::raft::node::Controller>) {
+    let (raft, proposals) = match &controller {
+        Some(c) => {
+            let (r, p) = c.services();
+            (Some(r), Some(p))
+        }
+        None => (None, None),
+    };
+    let service = AdminServer::new(AdminService::new(shared.clone(), search, controller));
     let stop = async move { shared.stopped().await };
-    let server = tonic::transport::Server::builder().add_service(service);
+    let server = tonic::transport::Server::builder().add_service(service).add_optional_service(raft).add_optional_service(proposals);
     #[cfg(not(madsim))]
     let served = server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener.listener), stop).await;
     #[cfg(madsim)]

@@ -39,6 +39,14 @@ pub struct Settings {
     /// This broker's id [default: 1]
     #[arg(long, env = "CHRONIK_NODE_ID")]
     pub node_id: Option<i32>,
+    /// The controller quorum, as id@host:port of each member's --rpc-listen
+    /// (in development: forms the quorum and registers this broker; topics
+    /// are not yet replicated)
+    #[arg(long, env = "CHRONIK_CONTROLLERS", hide = true)]
+    pub controllers: Option<String>,
+    /// A broker not heard from for this long is fenced (broker.session.timeout.ms) [default: 9000]
+    #[arg(long, env = "CHRONIK_BROKER_SESSION_TIMEOUT_MS", hide = true)]
+    pub broker_session_timeout_ms: Option<u64>,
     /// Partitions of auto-created topics (num.partitions) [default: 1]
     #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
     pub num_partitions: Option<i32>,
@@ -117,6 +125,8 @@ impl Settings {
             search_refresh_ms: self.search_refresh_ms.or(file.search_refresh_ms),
             advertised_host: self.advertised_host.or(file.advertised_host),
             node_id: self.node_id.or(file.node_id),
+            controllers: self.controllers.or(file.controllers),
+            broker_session_timeout_ms: self.broker_session_timeout_ms.or(file.broker_session_timeout_ms),
             num_partitions: self.num_partitions.or(file.num_partitions),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics),
             log_segment_bytes: self.log_segment_bytes.or(file.log_segment_bytes),
@@ -158,6 +168,8 @@ pub struct Config {
     pub rpc_listen: Option<SocketAddr>,
     /// The search index commit interval.
     pub search_refresh_ms: u64,
+    /// The cluster, when this node is a member of a controller quorum.
+    pub cluster: Option<ClusterConfig>,
     pub broker: BrokerConfig,
 }
 
@@ -238,8 +250,52 @@ impl Config {
             message_timestamp_after_max_ms: after_max,
             group,
         };
-        Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, http_listen, rpc_listen, search_refresh_ms, broker })
+        let cluster = match &s.controllers {
+            None => None,
+            Some(text) => {
+                let voters = parse_controllers(text)?;
+                if !voters.contains_key(&node_id) {
+                    bail!("node-id {node_id} is not among --controllers {text}: every broker must be a controller member for now");
+                }
+                if rpc_listen.is_none() {
+                    bail!("--controllers needs --rpc-listen: cluster members talk over gRPC");
+                }
+                let session_timeout_ms = s.broker_session_timeout_ms.unwrap_or(9000);
+                if session_timeout_ms < 100 {
+                    bail!("broker-session-timeout-ms must be at least 100, not {session_timeout_ms}");
+                }
+                Some(ClusterConfig { voters, session_timeout_ms, heartbeat_interval_ms: (session_timeout_ms / 4).max(50) })
+            }
+        };
+        Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, http_listen, rpc_listen, search_refresh_ms, cluster, broker })
     }
+}
+
+/// How this node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The controller quorum's voters: node id to `host:port` of their gRPC services.
+    pub voters: std::collections::BTreeMap<i32, String>,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Parses `1@host:port,2@host:port,...`.
+fn parse_controllers(text: &str) -> anyhow::Result<std::collections::BTreeMap<i32, String>> {
+    let mut voters = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('@').with_context(|| format!("controllers: '{part}' is not id@host:port"))?;
+        let id: i32 = id.trim().parse().with_context(|| format!("controllers: '{id}' in '{part}' is not a node id"))?;
+        let addr = addr.trim();
+        addr.to_socket_addrs().with_context(|| format!("controllers: '{addr}' in '{part}' is not a host:port address"))?;
+        if voters.insert(id, addr.to_string()).is_some() {
+            bail!("controllers: node id {id} is listed twice");
+        }
+    }
+    if voters.is_empty() {
+        bail!("controllers: no members given (expected id@host:port,...)");
+    }
+    Ok(voters)
 }
 
 /// A listen address, or `None` for "off".

@@ -60,6 +60,8 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     #[cfg(not(madsim))]
     search: Option<search::Running>,
+    /// This node's member of the controller quorum, in a cluster.
+    pub controller: Option<chronik_net::raft::node::Controller>,
 }
 
 /// Opens the broker (recovering its data) and starts the Kafka listener,
@@ -73,7 +75,9 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     if broker_config.advertised_port == 0 {
         broker_config.advertised_port = kafka_addr.port() as i32;
     }
-    let broker = Broker::open(broker_config.clone(), deps.disk, deps.clock, deps.rng).context("cannot open the broker's data")?;
+    // Chosen at every start: the controller quorum tells restarts apart by it.
+    let incarnation = deps.rng.bytes16();
+    let broker = Broker::open(broker_config.clone(), deps.disk.clone(), deps.clock, deps.rng).context("cannot open the broker's data")?;
     let shared = Shared::new(Arc::new(broker));
     // Search: the simulator injects in-memory indexes driven from a task;
     // production runs tantivy on a thread of its own.
@@ -105,13 +109,29 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     };
     #[cfg(madsim)]
     let http_addr: Option<SocketAddr> = None;
+    // The controller quorum, when this node is a cluster member.
+    let controller = match &config.cluster {
+        None => None,
+        Some(cluster) => {
+            let voters = cluster.voters.iter().map(|(id, addr)| (*id as u64, addr.clone())).collect();
+            let controller = chronik_net::raft::node::Controller::start(
+                broker_config.node_id as u64,
+                voters,
+                deps.disk.clone(),
+                &chronik_net::raft::node::RaftTiming::default(),
+            )
+            .await
+            .context("cannot start the controller")?;
+            Some(controller)
+        }
+    };
     let rpc_addr = match config.rpc_listen {
         Some(addr) => {
             let listener = chronik_net::grpc::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} for the gRPC admin service (set --rpc-listen to another address, or \"off\")")
             })?;
             let bound = listener.addr;
-            tasks.push(tokio::spawn(chronik_net::grpc::serve(listener, shared.clone(), search_service.clone())));
+            tasks.push(tokio::spawn(chronik_net::grpc::serve(listener, shared.clone(), search_service.clone(), controller.clone())));
             Some(bound)
         }
         None => None,
@@ -122,6 +142,20 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
         tokio::spawn(chronik_net::retention(shared.clone(), broker_config.retention_check_interval_ms)),
         tokio::spawn(chronik_net::group_timer(shared.clone(), GROUP_TICK_MS)),
     ]);
+    if let (Some(controller), Some(cluster), Some(rpc)) = (&controller, &config.cluster, rpc_addr) {
+        let info = chronik_core::cluster::image::BrokerInfo {
+            id: broker_config.node_id,
+            host: broker_config.advertised_host.clone(),
+            kafka_port: broker_config.advertised_port,
+            rpc: cluster.voters.get(&broker_config.node_id).cloned().unwrap_or_else(|| rpc.to_string()),
+            incarnation: uuid::Uuid::from_bytes(incarnation),
+            fenced: true,
+        };
+        let session = std::time::Duration::from_millis(cluster.session_timeout_ms);
+        tasks.push(tokio::spawn(chronik_net::raft::node::run_liveness(shared.clone(), controller.clone(), session)));
+        let interval = std::time::Duration::from_millis(cluster.heartbeat_interval_ms);
+        tasks.push(tokio::spawn(chronik_net::raft::node::run_membership(shared.clone(), controller.clone(), info, interval)));
+    }
     if let Some(indexer) = task_indexer {
         tasks.push(tokio::spawn(chronik_net::search_indexer(shared.clone(), indexer, config.search_refresh_ms)));
     }
@@ -141,6 +175,7 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
         http_addr,
         rpc_addr,
         tasks,
+        controller,
         #[cfg(not(madsim))]
         search,
     })
@@ -157,6 +192,9 @@ impl Running {
         #[cfg(not(madsim))]
         if let Some(search) = self.search {
             search.stop().await;
+        }
+        if let Some(controller) = self.controller {
+            controller.shutdown().await;
         }
         self.shared.broker.shutdown();
         tracing::info!("chronik broker stopped; all data flushed");

@@ -57,7 +57,7 @@ class Broker:
     """
 
     def __init__(self, bin_path: Path, data_dir: Path, log_path: Path,
-                 port: int | None = None, extra_args=()):
+                 port: int | None = None, extra_args=(), node_id: int = 1):
         self.bin_path = Path(bin_path)
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
@@ -67,6 +67,7 @@ class Broker:
         # The gRPC admin service, likewise.
         self.rpc_port = free_port()
         self.extra_args = list(extra_args)
+        self.node_id = node_id
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         # Exit codes of every stop, in order: ("term"|"kill", returncode).
@@ -100,7 +101,7 @@ class Broker:
         args = [str(self.bin_path), "start",
                 "--data-dir", str(self.data_dir),
                 "--kafka-listen", self.bootstrap,
-                "--node-id", "1", "--http-listen", f"127.0.0.1:{self.http_port}",
+                "--node-id", str(self.node_id), "--http-listen", f"127.0.0.1:{self.http_port}",
                 "--rpc-listen", self.rpc, *self.extra_args]
         self.starts += 1
         self._note(f"start #{self.starts}: {' '.join(args)}")
@@ -181,9 +182,9 @@ class Broker:
         return head + "\n".join(all_lines[-lines:])
 
 
-def _make_broker(request, tmp_path: Path, name: str, extra_args=()) -> Broker:
+def _make_broker(request, tmp_path: Path, name: str, extra_args=(), node_id: int = 1) -> Broker:
     b = Broker(chronik_bin(), tmp_path / f"{name}-data", tmp_path / f"{name}.stderr.log",
-               extra_args=extra_args)
+               extra_args=extra_args, node_id=node_id)
     brokers = getattr(request.node, "_chronik_brokers", None)
     if brokers is None:
         brokers = request.node._chronik_brokers = []
@@ -229,6 +230,33 @@ def broker_factory(request, tmp_path):
         made.append(b)
         b.start()
         return b
+
+    yield make
+    errors = []
+    for b in made:
+        try:
+            _teardown(b)
+        except BrokerError as e:
+            errors.append(str(e))
+    if errors:
+        raise BrokerError("; ".join(errors))
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path):
+    """Make an n-node cluster (every node a controller member, ids 1..n),
+    started: factory(n, *extra_args) -> [Broker]."""
+    made = []
+
+    def make(n: int, *extra_args) -> list[Broker]:
+        nodes = [_make_broker(request, tmp_path, f"node{i}", (), node_id=i) for i in range(1, n + 1)]
+        voters = ",".join(f"{b.node_id}@{b.rpc}" for b in nodes)
+        for b in nodes:
+            b.extra_args = ["--controllers", voters, *extra_args]
+        made.extend(nodes)
+        for b in nodes:
+            b.start()
+        return nodes
 
     yield make
     errors = []

@@ -4,6 +4,8 @@
 //! `tokio` ([`runtime`]), so the same code runs in production and in the
 //! simulation.
 
+pub mod network;
+pub mod node;
 pub mod runtime;
 pub mod store;
 
