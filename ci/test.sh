@@ -63,12 +63,16 @@ fi
 step "cargo test --workspace --release"
 cargo test --workspace --release
 
-step "deterministic simulation: 200 seeds, a determinism check, planted-bug self-test"
+step "deterministic simulation: 200 broker and 200 cluster seeds, determinism checks, planted-bug self-test"
 bash ci/sim.sh --seeds 200
 bash ci/sim.sh --seeds 10 --start 1000 --check-determinism
 for bug in skip-fsync truncate-torn-tail-off ack-commit-before-fsync index-resume-at-hw; do
   bash ci/sim.sh --bug "$bug" --seeds 200
 done
+# The controller quorum's world: 3-5 nodes under crashes, partitions, packet loss and disk errors.
+bash ci/sim.sh --seeds 200 -- --world cluster
+bash ci/sim.sh --seeds 10 --start 1000 --check-determinism -- --world cluster
+bash ci/sim.sh --bug raft-ack-before-fsync --seeds 50 -- --world cluster
 
 step "end-to-end tests (ci/e2e.sh)"
 bash ci/e2e.sh

@@ -22,10 +22,14 @@ pub enum Bug {
     /// instead of the offset its index last committed: the records indexed
     /// but not committed before a crash are never indexed again.
     IndexResumeAtHw,
+    /// The controller quorum's Raft log tells openraft an append is durable
+    /// without fsyncing it: a crash can take back entries a majority
+    /// acknowledged.
+    RaftAckBeforeFsync,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [Bug::SkipFsync, Bug::TruncateTornTailOff, Bug::AckCommitBeforeFsync, Bug::IndexResumeAtHw];
+    pub const ALL: [Bug; 5] = [Bug::SkipFsync, Bug::TruncateTornTailOff, Bug::AckCommitBeforeFsync, Bug::IndexResumeAtHw, Bug::RaftAckBeforeFsync];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +37,7 @@ impl Bug {
             Bug::TruncateTornTailOff => "truncate-torn-tail-off",
             Bug::AckCommitBeforeFsync => "ack-commit-before-fsync",
             Bug::IndexResumeAtHw => "index-resume-at-hw",
+            Bug::RaftAckBeforeFsync => "raft-ack-before-fsync",
         }
     }
 

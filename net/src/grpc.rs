@@ -241,7 +241,7 @@ pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Ar
     let (raft, proposals) = match &controller {
         Some(c) => {
             let (r, p) = c.services();
-            (Some(r), Some(p))
+            (Some(chronik_proto::grpc::raft_server::RaftServer::new(r)), Some(chronik_proto::grpc::controller_server::ControllerServer::new(p)))
         }
         None => (None, None),
     };

@@ -14,3 +14,5 @@ pub mod history;
 pub mod client;
 #[cfg(madsim)]
 pub mod world;
+#[cfg(madsim)]
+pub mod cluster;

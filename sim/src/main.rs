@@ -41,6 +41,10 @@ mod sim_main {
         /// Print the whole history
         #[arg(long)]
         verbose: bool,
+        /// Which world: `broker` (one broker, clients, disk and network faults) or
+        /// `cluster` (the controller quorum of 3-5 nodes under crashes and partitions)
+        #[arg(long, default_value = "broker")]
+        world: String,
     }
 
     pub fn main() -> ExitCode {
@@ -63,7 +67,12 @@ mod sim_main {
         }
         let opts = Options { seed: args.seed, safety: Duration::from_secs(args.safety_secs), liveness: Duration::from_secs(args.liveness_secs) };
         let wall = Instant::now();
-        let outcome = run(&opts);
+        if !matches!(args.world.as_str(), "broker" | "cluster") {
+            eprintln!("unknown world '{}'; use broker or cluster", args.world);
+            return ExitCode::from(2);
+        }
+        let cluster = args.world == "cluster";
+        let outcome = run(&opts, cluster);
         let wall = wall.elapsed();
         if args.verbose {
             for e in &outcome.history.events {
@@ -72,7 +81,7 @@ mod sim_main {
         }
         let hash = outcome.history.trace_hash();
         if args.check_determinism {
-            let again = run(&opts);
+            let again = run(&opts, cluster);
             let hash2 = again.history.trace_hash();
             if hash != hash2 {
                 println!("seed {}: NONDETERMINISTIC trace {hash:016x} then {hash2:016x}", args.seed);
@@ -84,8 +93,9 @@ mod sim_main {
         let faults: Vec<String> = outcome.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let verdict = if outcome.violations.is_empty() { "ok" } else { "FAILED" };
         println!(
-            "seed {}: {verdict} trace={hash:016x} acked={acked} indexed={indexed} faults[{}] sim={:.1}s wall={:.2}s ({:.0} sim-s/wall-s)",
+            "seed {}{}: {verdict} trace={hash:016x} acked={acked} indexed={indexed} faults[{}] sim={:.1}s wall={:.2}s ({:.0} sim-s/wall-s)",
             args.seed,
+            if cluster { " (cluster)" } else { "" },
             faults.join(" "),
             outcome.sim_elapsed.as_secs_f64(),
             wall.as_secs_f64(),
@@ -98,14 +108,17 @@ mod sim_main {
             ExitCode::SUCCESS
         } else {
             let bug = args.bug.map(|b| format!(" --bug {b}")).unwrap_or_default();
-            println!("  replay: ci/sim.sh --seed {}{bug}", args.seed);
+            let world = if cluster { " -- --world cluster" } else { "" };
+            println!("  replay: ci/sim.sh --seed {}{bug}{world}", args.seed);
             ExitCode::FAILURE
         }
     }
 
     /// Each run on a fresh thread, so no thread-local state leaks between runs.
-    fn run(opts: &Options) -> Outcome {
+    fn run(opts: &Options, cluster: bool) -> Outcome {
         let opts = opts.clone();
-        std::thread::spawn(move || run_seed(&opts)).join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        std::thread::spawn(move || if cluster { chronik_sim::cluster::run_seed(&opts) } else { run_seed(&opts) })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
     }
 }

@@ -50,7 +50,7 @@ pub struct GroupInfo {
 /// Checks a requested replication factor (0 or -1: the default).
 fn check_replication_factor(rf: i32) -> Result<(), Refusal> {
     match rf {
-        -1 | 0 | 1 => Ok(()),
+        -1..=1 => Ok(()),
         rf if rf < 0 => Err((InvalidReplicationFactor, format!("replication factor must be positive, not {rf}"))),
         rf => Err((InvalidReplicationFactor, format!("replication factor {rf} is larger than the 1 available broker"))),
     }

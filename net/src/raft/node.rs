@@ -9,8 +9,7 @@ use std::time::Duration;
 use chronik_core::cluster::image::{Applied, Command};
 use chronik_core::disk::Disk;
 use chronik_proto::grpc::controller_client::ControllerClient;
-use chronik_proto::grpc::controller_server::{self, ControllerServer};
-use chronik_proto::grpc::raft_server::RaftServer;
+use chronik_proto::grpc::controller_server;
 use chronik_proto::grpc::{HeartbeatRequest, HeartbeatResponse, ProposeRequest, ProposeResponse};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
@@ -97,9 +96,10 @@ impl Controller {
         Ok(Controller { id, raft, sm, last_seen: Arc::default() })
     }
 
-    /// The gRPC services this node answers: Raft traffic and proposals.
-    pub fn services(&self) -> (RaftServer<RaftService>, ControllerServer<ControllerService>) {
-        (RaftServer::new(RaftService { raft: self.raft.clone() }), ControllerServer::new(ControllerService { controller: self.clone() }))
+    /// The gRPC services this node answers: Raft traffic and proposals
+    /// (wrap them in `RaftServer` and `ControllerServer`).
+    pub fn services(&self) -> (RaftService, ControllerService) {
+        (RaftService { raft: self.raft.clone() }, ControllerService { controller: self.clone() })
     }
 
     /// Proposes `command`; answers once it is committed and applied, with its

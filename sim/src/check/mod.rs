@@ -6,6 +6,7 @@ mod commits;
 mod hw_monotonic;
 mod no_duplicates;
 mod offsets_dense;
+pub mod quorum;
 mod reads_match_log;
 mod search_index;
 
