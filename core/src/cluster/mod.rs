@@ -3,3 +3,4 @@
 //! storage glue lives outside it.
 
 pub mod image;
+pub mod replica;
