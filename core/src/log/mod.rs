@@ -17,6 +17,7 @@
 //! is truncated. Producer state is loaded from the newest snapshot (written
 //! at each roll) and replayed from the log after it.
 
+pub mod epochs;
 pub mod segment;
 
 use std::io;
