@@ -37,6 +37,7 @@ pub const SUPPORTED: &[Supported] = &[
     s(ApiKey::CreateTopics, 2, 7),
     s(ApiKey::DeleteTopics, 1, 6),
     s(ApiKey::InitProducerId, 0, 5),
+    s(ApiKey::OffsetForLeaderEpoch, 2, 4),
     s(ApiKey::DescribeConfigs, 1, 4),
     s(ApiKey::AlterConfigs, 0, 2),
     s(ApiKey::CreatePartitions, 0, 3),

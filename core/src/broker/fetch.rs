@@ -4,7 +4,10 @@ use bytes::Bytes;
 use chronik_proto::ResponseError::{self, *};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+};
 
 use super::{Broker, Partition, LEADER_EPOCH};
 
@@ -153,6 +156,50 @@ impl Broker {
             topics.push(ListOffsetsTopicResponse::default().with_name(lt.name).with_partitions(partitions));
         }
         ListOffsetsResponse::default().with_topics(topics)
+    }
+
+    /// OffsetForLeaderEpoch (KIP-101/279, and KIP-320 for consumers): where
+    /// each asked epoch ended in this leader's log, from its epoch cache.
+    pub fn offset_for_leader_epoch(&self, request: OffsetForLeaderEpochRequest, _version: i16) -> OffsetForLeaderEpochResponse {
+        let topics = request
+            .topics
+            .into_iter()
+            .map(|t| {
+                let topic = self.topic(&t.topic);
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let mut r = EpochEndOffset::default().with_partition(p.partition).with_leader_epoch(-1).with_end_offset(-1);
+                        let answer = match topic.as_ref().and_then(|tp| tp.partition(p.partition)) {
+                            None => Err(UnknownTopicOrPartition),
+                            Some(part) => check_leader_epoch(p.current_leader_epoch).and_then(|()| {
+                                let guard = part.lock();
+                                match guard.as_ref() {
+                                    // A leader's epoch begins at its log end when it takes over, even
+                                    // before its first batch: so an empty log answers the current epoch.
+                                    Ok(log) if log.offline().is_none() && log.epoch_starts().is_empty() && p.leader_epoch >= LEADER_EPOCH => {
+                                        Ok((LEADER_EPOCH, log.log_end_offset()))
+                                    }
+                                    Ok(log) if log.offline().is_none() => Ok(log.end_offset_for_epoch(p.leader_epoch)),
+                                    _ => Err(KafkaStorageError),
+                                }
+                            }),
+                        };
+                        match answer {
+                            Ok((epoch, end)) => {
+                                r.leader_epoch = epoch;
+                                r.end_offset = end;
+                            }
+                            Err(e) => r.error_code = e.code(),
+                        }
+                        r
+                    })
+                    .collect();
+                OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions)
+            })
+            .collect();
+        OffsetForLeaderEpochResponse::default().with_topics(topics)
     }
 
     /// (offset, timestamp) for a ListOffsets query; `None` answers -1/-1.

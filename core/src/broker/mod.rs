@@ -240,6 +240,7 @@ impl Broker {
             RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r, api_version)),
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(r, api_version)),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, api_version)),
+            RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r, api_version)),
             RequestKind::Produce(_) | RequestKind::Fetch(_) => {
                 unreachable!("produce and fetch are dispatched through Broker::produce and Broker::fetch")
             }

@@ -297,6 +297,16 @@ fn responses_encode_at_every_supported_version() {
                     ];
                     b.handle(v, RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(res).with_include_synonyms(true).with_include_documentation(true)))
                 }
+                ApiKey::OffsetForLeaderEpoch => {
+                    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+                    let req = OffsetForLeaderEpochRequest::default().with_replica_id((-1).into()).with_topics(vec![OffsetForLeaderTopic::default()
+                        .with_topic(name("t"))
+                        .with_partitions(vec![
+                            OffsetForLeaderPartition::default().with_partition(0).with_leader_epoch(0).with_current_leader_epoch(-1),
+                            OffsetForLeaderPartition::default().with_partition(9).with_leader_epoch(0),
+                        ])]);
+                    b.handle(v, RequestKind::OffsetForLeaderEpoch(req))
+                }
                 ApiKey::AlterConfigs => {
                     use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
                     let res = vec![
@@ -471,4 +481,28 @@ fn search_hides_records_retention_deleted_before_the_indexer_noticed() {
     let r = service.search("s", &req).unwrap();
     assert_eq!(r.total, (100 - start) as u64, "the total counts only records the log still has");
     assert_eq!(r.hits.iter().map(|h| h.doc.offset).collect::<Vec<_>>(), (start..start + 5).collect::<Vec<_>>(), "a full page");
+}
+
+#[test]
+fn offset_for_leader_epoch_answers_from_the_epoch_cache() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let disk = SimDisk::new(8);
+    let b = broker_on(&disk);
+    assert_eq!(create(&b, "e", 1, &[]), 0);
+    assert_eq!(produce(&b, "e", 0, batch(4, 1, None, Compression::None), -1).0, 0);
+    b.flush();
+    let ask = |topic: &str, partition: i32, epoch: i32, current: i32| {
+        let req = OffsetForLeaderEpochRequest::default().with_replica_id((-1).into()).with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![OffsetForLeaderPartition::default().with_partition(partition).with_leader_epoch(epoch).with_current_leader_epoch(current)])]);
+        let ResponseKind::OffsetForLeaderEpoch(r) = b.handle(4, RequestKind::OffsetForLeaderEpoch(req)) else { panic!() };
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    assert_eq!(ask("e", 0, 0, 0), (0, 0, 4));
+    assert_eq!(ask("e", 0, 3, -1), (0, 0, 4), "a later epoch: the latest one here");
+    assert_eq!(ask("e", 0, -1, -1), (0, -1, -1), "before any epoch");
+    assert_eq!(ask("e", 0, 0, 1), (UnknownLeaderEpoch.code(), -1, -1));
+    assert_eq!(ask("e", 1, 0, -1), (UnknownTopicOrPartition.code(), -1, -1));
+    assert_eq!(ask("nope", 0, 0, -1), (UnknownTopicOrPartition.code(), -1, -1));
 }

@@ -106,6 +106,8 @@ pub struct PartitionLog {
     /// until the broker restarts and recovers it (fsync failures leave the
     /// page cache in an unknown state).
     offline: Option<String>,
+    /// Where each leader epoch began (`leader-epoch-checkpoint`).
+    epochs: epochs::EpochCache,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -136,6 +138,19 @@ fn read_recovery_point(disk: &dyn Disk, dir: &Path) -> i64 {
             tracing::warn!(file = %path.display(), error = %e, "cannot read the recovery point");
             0
         }
+    }
+}
+
+/// The partition's epoch cache; an unreadable checkpoint is rebuilt from the log.
+fn open_epochs(disk: &Arc<dyn Disk>, dir: &Path) -> Result<epochs::EpochCache, LogError> {
+    match epochs::EpochCache::open(disk.clone(), dir) {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            tracing::warn!(dir = %dir.display(), error = %e, "rebuilding an unreadable leader-epoch checkpoint from the log");
+            let _ = disk.remove_file(&dir.join(epochs::CHECKPOINT));
+            epochs::EpochCache::open(disk.clone(), dir).map_err(io_err(dir))
+        }
+        Err(e) => Err(io_err(dir)(e)),
     }
 }
 
@@ -176,6 +191,7 @@ impl PartitionLog {
             recovery_point: 0,
             recovery_point_written_ms: now_ms,
             offline: None,
+            epochs: open_epochs(&disk, dir)?,
         };
         if bases.is_empty() {
             let seg = Segment::create(&*disk, dir, 0, now_ms, log.config.index_interval_bytes).map_err(io_err(dir))?;
@@ -246,6 +262,16 @@ impl PartitionLog {
         // Everything that survived recovery is durable from here on.
         log.active().file.sync().map_err(io_err(dir))?;
         log.high_watermark = log.log_end_offset();
+        let (start, end) = (log.log_start_offset(), log.log_end_offset());
+        log.epochs.truncate_from_end(end).map_err(io_err(dir))?;
+        if log.epochs.latest().is_none() && end > start {
+            // No checkpoint (a log written before it existed): rebuild it
+            // from every batch header.
+            for (epoch, at) in log.scan_epochs().map_err(io_err(dir))? {
+                log.epochs.assign(epoch, at).map_err(io_err(dir))?;
+            }
+        }
+        log.epochs.truncate_from_start(start).map_err(io_err(dir))?;
         log.recovery_point = recovery_point;
         log.check_invariants();
         Ok(log)
@@ -281,6 +307,35 @@ impl PartitionLog {
 
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Where each epoch begins, read from the batch headers of every segment.
+    fn scan_epochs(&self) -> io::Result<Vec<(i32, i64)>> {
+        let mut out: Vec<(i32, i64)> = Vec::new();
+        let mut header = [0u8; batch::HEADER_LEN];
+        for seg in &self.segments {
+            let mut pos = 0u64;
+            while pos + batch::HEADER_LEN as u64 <= seg.size {
+                seg.file.read_at(pos, &mut header)?;
+                let h = BatchHeader::parse(&header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                if out.last().is_none_or(|(e, _)| h.partition_leader_epoch > *e) {
+                    out.push((h.partition_leader_epoch, h.base_offset));
+                }
+                pos += h.total_len() as u64;
+            }
+        }
+        Ok(out)
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` that led
+    /// this log and the offset where it ended (the log end for the latest).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The epochs that led this log and where each began.
+    pub fn epoch_starts(&self) -> &[(i32, i64)] {
+        self.epochs.entries()
     }
 
     pub fn offline(&self) -> Option<&str> {
@@ -329,6 +384,11 @@ impl PartitionLog {
             let h = BatchHeader::parse(b).expect("batch was validated before append");
             next = h.last_offset() + 1;
             headers.push((h, b.len() as u64));
+        }
+        if self.epochs.latest().is_none_or(|(e, _)| leader_epoch > e) {
+            // Recorded (and fsynced) before the first batch of the epoch is written.
+            let dir = self.dir.clone();
+            self.epochs.assign(leader_epoch, base_offset).map_err(|e| self.go_offline(LogError::Io { path: dir.display().to_string(), source: e }))?;
         }
         let total: u64 = headers.iter().map(|(_, len)| len).sum();
         if self.should_roll(total, next - 1 - base_offset, now_ms) {
@@ -640,6 +700,8 @@ impl PartitionLog {
         if deleted > 0 {
             self.disk.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
             self.prune_snapshots();
+            let start = self.log_start_offset();
+            self.epochs.truncate_from_start(start).map_err(io_err(&self.dir))?;
         }
         Ok(deleted)
     }
@@ -659,6 +721,8 @@ impl PartitionLog {
         if deleted > 0 {
             self.disk.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
             self.prune_snapshots();
+            let start = self.log_start_offset();
+            self.epochs.truncate_from_start(start).map_err(io_err(&self.dir))?;
         }
         Ok(deleted)
     }

@@ -297,3 +297,33 @@ proptest! {
         prop_assert_eq!(all.bytes, everything);
     }
 }
+
+#[test]
+fn leader_epochs_are_recorded_recovered_and_rebuilt() {
+    let disk = SimDisk::new(9);
+    let mut log = open(&disk, small_config());
+    for (epoch, n) in [(0, 10), (2, 10), (2, 5), (5, 10)] {
+        for _ in 0..n {
+            log.append(simple(2, 1000), epoch, 0).unwrap();
+        }
+    }
+    log.flush(0).unwrap();
+    assert_eq!(log.epoch_starts(), &[(0, 0), (2, 20), (5, 50)]);
+    assert_eq!(log.end_offset_for_epoch(0), (0, 20));
+    assert_eq!(log.end_offset_for_epoch(3), (2, 50));
+    assert_eq!(log.end_offset_for_epoch(5), (5, 70));
+    // A torn or unsynced tail that took a whole epoch with it.
+    log.append(simple(2, 1000), 7, 0).unwrap();
+    assert_eq!(log.epoch_starts().last(), Some(&(7, 70)));
+    drop(log);
+    disk.crash();
+    let log = open(&disk, small_config());
+    assert_eq!(log.log_end_offset(), 70);
+    assert_eq!(log.epoch_starts(), &[(0, 0), (2, 20), (5, 50)], "the lost epoch is forgotten");
+    drop(log);
+    // Without its checkpoint (a log from before it existed) the cache is rebuilt.
+    disk.remove_file(&Path::new("t-0").join(epochs::CHECKPOINT)).unwrap();
+    let log = open(&disk, small_config());
+    assert_eq!(log.end_offset_for_epoch(5), (5, 70));
+    assert_eq!(log.epoch_starts().first(), Some(&(0, 0)));
+}

@@ -42,6 +42,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("create_partitions", create_partitions),
     ("describe_configs", describe_configs),
     ("alter_configs", alter_configs),
+    ("offset_for_leader_epoch", offset_for_leader_epoch),
     ("find_coordinator", find_coordinator),
     ("classic_group", classic_group),
     ("offsets", offsets),
@@ -934,5 +935,29 @@ fn alter_configs(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
     obs.record("legacy_unknown_topic", &legacy(t, 2, "oracle-nope", &[("retention.ms", Some("1"))])?);
     obs.record("legacy_empty", &legacy(t, 2, "oracle-ac", &[])?);
     obs.record_map("after_legacy_empty", overrides(t)?);
+    Ok(())
+}
+
+/// OffsetForLeaderEpoch as consumers (KIP-320) and followers use it: known,
+/// later and earlier epochs, current-epoch checks, empty and unknown partitions.
+fn offset_for_leader_epoch(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let id = setup_topic(t, "oracle-ofle", 2, &[])?;
+    produce_ok(t, produce_req("oracle-ofle", id, 0, batch(3, -1, -1, -1, Compression::None, TS), -1))?;
+    let ask = |t: &mut Target, v: i16, topic: &str, parts: &[(i32, i32, i32)]| {
+        let partitions = parts
+            .iter()
+            .map(|(p, epoch, current)| OffsetForLeaderPartition::default().with_partition(*p).with_leader_epoch(*epoch).with_current_leader_epoch(*current))
+            .collect();
+        let req = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default().with_topic(tn(topic)).with_partitions(partitions)]);
+        call(t, ApiKey::OffsetForLeaderEpoch, v, RequestKind::OffsetForLeaderEpoch(req), |r| Ok(answer!(r, OffsetForLeaderEpoch)))
+    };
+    let cases = [(0, 0, -1), (0, 0, 0), (0, 7, -1), (0, -1, -1), (0, 0, 5), (1, 0, -1), (9, 0, -1)];
+    for v in 2..=4 {
+        obs.record(format!("v{v}"), &ask(t, v, "oracle-ofle", &cases)?);
+    }
+    obs.record("unknown_topic", &ask(t, 4, "oracle-nope", &[(0, 0, -1)])?);
     Ok(())
 }
