@@ -257,8 +257,18 @@ impl Config {
                 if !voters.contains_key(&node_id) {
                     bail!("node-id {node_id} is not among --controllers {text}: every broker must be a controller member for now");
                 }
-                if rpc_listen.is_none() {
+                let Some(rpc) = rpc_listen else {
                     bail!("--controllers needs --rpc-listen: cluster members talk over gRPC");
+                };
+                // Two processes with one node id would both vote as it: make a
+                // wrong --node-id fail here, before it can.
+                let listed = &voters[&node_id];
+                let matches = listed
+                    .to_socket_addrs()
+                    .map(|mut addrs| addrs.any(|a| a.port() == rpc.port() && (a.ip() == rpc.ip() || rpc.ip().is_unspecified())))
+                    .unwrap_or(false);
+                if !matches {
+                    bail!("--rpc-listen {rpc} is not this node's entry {node_id}@{listed} in --controllers: is --node-id {node_id} right?");
                 }
                 let session_timeout_ms = s.broker_session_timeout_ms.unwrap_or(9000);
                 if session_timeout_ms < 100 {
@@ -371,5 +381,25 @@ mod tests {
         assert!(Config::from_settings(bad).unwrap_err().to_string().contains("kafka-listen"));
         let bad = Settings { log_segment_bytes: Some(10), ..Default::default() };
         assert!(Config::from_settings(bad).unwrap_err().to_string().contains("log-segment-bytes"));
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let node = |id: i32, rpc: &str, controllers: &str| Settings {
+            node_id: Some(id),
+            rpc_listen: Some(rpc.into()),
+            controllers: Some(controllers.into()),
+            ..Default::default()
+        };
+        let list = "1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103";
+        let c = Config::from_settings(node(2, "127.0.0.1:9102", list)).unwrap().cluster.unwrap();
+        assert_eq!(c.voters.len(), 3);
+        assert!(Config::from_settings(node(2, "0.0.0.0:9102", list)).is_ok(), "listening on every address");
+        let err = |s: Settings| Config::from_settings(s).unwrap_err().to_string();
+        assert!(err(node(2, "127.0.0.1:9103", list)).contains("is --node-id 2 right?"));
+        assert!(err(node(4, "127.0.0.1:9104", list)).contains("not among --controllers"));
+        assert!(err(node(1, "127.0.0.1:9101", "1@127.0.0.1:9101,1@127.0.0.1:9102")).contains("listed twice"));
+        assert!(err(node(1, "127.0.0.1:9101", "1@nowhere")).contains("not a host:port"));
+        assert!(err(node(1, "off", "1@127.0.0.1:9101")).contains("needs --rpc-listen"));
     }
 }

@@ -185,6 +185,9 @@ impl Running {
     /// Graceful shutdown: stop accepting and stop the timers, then fsync
     /// every partition.
     pub async fn shutdown(self) {
+        if let Some(controller) = &self.controller {
+            controller.leave(self.shared.broker.config().node_id).await;
+        }
         self.shared.stop();
         for t in self.tasks {
             let _ = t.await;

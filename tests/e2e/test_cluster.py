@@ -57,3 +57,29 @@ def test_quorum_elects_fences_and_readmits(pb, cluster_factory):
     wait_agreement(pb, nodes, {1: False, 2: False, 3: False})
     for n in nodes:
         assert "panicked at" not in n.log_text()
+
+
+def test_controlled_shutdown_fences_at_once_and_a_wrong_node_id_is_refused(pb, cluster_factory, request, tmp_path):
+    from conftest import BrokerError, _make_broker
+    # A long session: only a controlled shutdown can fence within the wait below.
+    nodes = cluster_factory(3, "--broker-session-timeout-ms", "60000")
+    wait_agreement(pb, nodes, {1: False, 2: False, 3: False})
+    follower = nodes[2]
+    t0 = time.monotonic()
+    follower.stop()
+    wait_agreement(pb, nodes[:2], {1: False, 2: False, 3: True})
+    assert time.monotonic() - t0 < 30, "fenced by the controlled shutdown, not by its session expiring"
+    # It registers again at once: its old incarnation is fenced.
+    follower.start()
+    wait_agreement(pb, nodes, {1: False, 2: False, 3: False})
+
+    # A fourth process that claims node id 2 but listens elsewhere.
+    imposter = _make_broker(request, tmp_path, "imposter", node_id=2)
+    voters = ",".join(f"{b.node_id}@{b.rpc}" for b in nodes)
+    imposter.extra_args = ["--controllers", voters]
+    try:
+        imposter.start(timeout=20)
+        raise AssertionError("a second node 2 started")
+    except BrokerError:
+        pass
+    assert "is --node-id 2 right?" in imposter.log_text()

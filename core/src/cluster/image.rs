@@ -74,7 +74,9 @@ pub struct Image {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// A broker (re)starts. It is fenced until it asks to be unfenced.
+    /// A broker (re)starts. It is fenced until it asks to be unfenced. A
+    /// registration with another incarnation while the registered one is
+    /// unfenced (alive) is refused: two processes with one node id.
     RegisterBroker { info: BrokerInfo },
     /// A broker's session expired, or it is shutting down.
     FenceBroker { id: NodeId },
@@ -105,6 +107,8 @@ pub enum Applied {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
     UnknownBroker,
+    /// Another live process holds this node id.
+    DuplicateRegistration,
     StaleIncarnation,
     TopicExists,
     UnknownTopic,
@@ -147,6 +151,20 @@ impl Image {
     pub fn apply(&mut self, command: &Command) -> Applied {
         match command {
             Command::RegisterBroker { info } => {
+                match self.brokers.get(&info.id) {
+                    // A retry of the same registration.
+                    Some(b) if b.incarnation == info.incarnation => return Applied::Done,
+                    Some(b) if !b.fenced => {
+                        return refused(
+                            Refusal::DuplicateRegistration,
+                            format!(
+                                "node id {} is registered by a live broker (incarnation {}, {}:{}): another process may be using this node id, or the previous one's session has not expired yet",
+                                info.id, b.incarnation, b.host, b.kafka_port
+                            ),
+                        );
+                    }
+                    _ => {}
+                }
                 let mut info = info.clone();
                 info.fenced = true;
                 self.brokers.insert(info.id, info.clone());
@@ -495,8 +513,23 @@ mod tests {
     }
 
     #[test]
+    fn a_second_process_with_a_live_node_id_is_refused() {
+        let mut img = cluster(2);
+        let r = img.apply(&broker(2, 77));
+        assert!(matches!(r, Applied::Refused { reason: Refusal::DuplicateRegistration, .. }), "{r:?}");
+        assert_eq!(img.brokers[&2].incarnation, Uuid::from_u128(2));
+        // The same registration again (a retry) is harmless.
+        assert_eq!(img.apply(&broker(2, 2)), Applied::Done);
+        assert!(!img.brokers[&2].fenced);
+        // Once the live one is fenced (session expired), a restart registers.
+        img.apply(&Command::FenceBroker { id: 2 });
+        assert_eq!(img.apply(&broker(2, 77)), Applied::Done);
+    }
+
+    #[test]
     fn a_stale_incarnation_cannot_unfence_a_restarted_broker() {
         let mut img = cluster(2);
+        img.apply(&Command::FenceBroker { id: 2 });
         img.apply(&broker(2, 99));
         let r = img.apply(&Command::UnfenceBroker { id: 2, incarnation: Uuid::from_u128(2) });
         assert!(matches!(r, Applied::Refused { reason: Refusal::StaleIncarnation, .. }));
@@ -565,6 +598,8 @@ mod tests {
                     match s {
                         Step::Fence(id) => { img.apply(&Command::FenceBroker { id }); }
                         Step::Restart(id) => {
+                            // Its old session expires first (or it shut down cleanly).
+                            img.apply(&Command::FenceBroker { id });
                             incarnation += 1;
                             img.apply(&broker(id, incarnation));
                             img.apply(&Command::UnfenceBroker { id, incarnation: Uuid::from_u128(incarnation) });

@@ -198,6 +198,17 @@ impl Controller {
         }
     }
 
+    /// Controlled shutdown: fences this broker at once (its partitions get
+    /// new leaders now, not a session timeout later) and lets a restart
+    /// register without waiting for the old session to expire.
+    pub async fn leave(&self, node: i32) {
+        match tokio::time::timeout(Duration::from_secs(2), self.propose(Command::FenceBroker { id: node })).await {
+            Ok(Ok(_)) => tracing::info!(node, "fenced for a controlled shutdown"),
+            Ok(Err(e)) => tracing::warn!(node, error = %e, "could not fence for a controlled shutdown"),
+            Err(_) => tracing::warn!(node, "the controller quorum did not answer the controlled shutdown in time"),
+        }
+    }
+
     /// The leader's id, if one is known.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
@@ -279,12 +290,21 @@ pub async fn run_liveness(shared: Arc<crate::Shared>, controller: Controller, se
 pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, info: chronik_core::cluster::image::BrokerInfo, interval: Duration) {
     let mut registered = false;
     let mut fenced = true;
+    let mut refusals = 0u32;
     loop {
         if !registered {
             match controller.propose(Command::RegisterBroker { info: info.clone() }).await {
-                Ok(_) => {
+                Ok((Applied::Done, _)) => {
                     tracing::info!(node = info.id, incarnation = %info.incarnation, "registered with the controller quorum");
                     registered = true;
+                    refusals = 0;
+                }
+                Ok((refused, _)) => {
+                    // Said once, then every 30 attempts: it may last a session timeout.
+                    if refusals % 30 == 0 {
+                        tracing::warn!(node = info.id, outcome = ?refused, "registration refused; retrying");
+                    }
+                    refusals += 1;
                 }
                 Err(e) => tracing::debug!(error = %e, "registration failed; retrying"),
             }
