@@ -61,7 +61,7 @@ if [ -n "$bug" ]; then
     caught=$(sort -n "$out/failed" | head -5 | tr '\n' ' ')
     first=$(sort -n "$out/failed" | head -1)
     echo "planted bug $bug: caught by $failed of $seeds seeds (first: $caught)"
-    grep -h '^\s*\[' "$out/$first.out" | head -3
+    grep -h -E '^\s*\[|panicked' "$out/$first.out" | head -3 || true
     echo "$seeds seeds, $failed failed (expected: the bug is planted)"
     exit 0
   fi

@@ -241,7 +241,11 @@ pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Ar
     let (raft, proposals) = match &controller {
         Some(c) => {
             let (r, p) = c.services();
-            (Some(chronik_proto::grpc::raft_server::RaftServer::new(r)), Some(chronik_proto::grpc::controller_server::ControllerServer::new(p)))
+            let limit = crate::raft::network::MAX_MESSAGE_BYTES;
+            (
+                Some(chronik_proto::grpc::raft_server::RaftServer::new(r).max_decoding_message_size(limit).max_encoding_message_size(limit)),
+                Some(chronik_proto::grpc::controller_server::ControllerServer::new(p)),
+            )
         }
         None => (None, None),
     };

@@ -62,6 +62,9 @@ pub struct Running {
     search: Option<search::Running>,
     /// This node's member of the controller quorum, in a cluster.
     pub controller: Option<chronik_net::raft::node::Controller>,
+    /// This broker's registration and heartbeats, in a cluster.
+    membership: Option<JoinHandle<()>>,
+    incarnation: uuid::Uuid,
 }
 
 /// Opens the broker (recovering its data) and starts the Kafka listener,
@@ -142,6 +145,7 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
         tokio::spawn(chronik_net::retention(shared.clone(), broker_config.retention_check_interval_ms)),
         tokio::spawn(chronik_net::group_timer(shared.clone(), GROUP_TICK_MS)),
     ]);
+    let mut membership = None;
     if let (Some(controller), Some(cluster), Some(rpc)) = (&controller, &config.cluster, rpc_addr) {
         let info = chronik_core::cluster::image::BrokerInfo {
             id: broker_config.node_id,
@@ -150,11 +154,12 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
             rpc: cluster.voters.get(&broker_config.node_id).cloned().unwrap_or_else(|| rpc.to_string()),
             incarnation: uuid::Uuid::from_bytes(incarnation),
             fenced: true,
+            left: false,
         };
         let session = std::time::Duration::from_millis(cluster.session_timeout_ms);
         tasks.push(tokio::spawn(chronik_net::raft::node::run_liveness(shared.clone(), controller.clone(), session)));
         let interval = std::time::Duration::from_millis(cluster.heartbeat_interval_ms);
-        tasks.push(tokio::spawn(chronik_net::raft::node::run_membership(shared.clone(), controller.clone(), info, interval)));
+        membership = Some(tokio::spawn(chronik_net::raft::node::run_membership(shared.clone(), controller.clone(), info, interval)));
     }
     if let Some(indexer) = task_indexer {
         tasks.push(tokio::spawn(chronik_net::search_indexer(shared.clone(), indexer, config.search_refresh_ms)));
@@ -176,6 +181,8 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
         rpc_addr,
         tasks,
         controller,
+        membership,
+        incarnation: uuid::Uuid::from_bytes(incarnation),
         #[cfg(not(madsim))]
         search,
     })
@@ -185,8 +192,11 @@ impl Running {
     /// Graceful shutdown: stop accepting and stop the timers, then fsync
     /// every partition.
     pub async fn shutdown(self) {
+        if let Some(membership) = &self.membership {
+            membership.abort();
+        }
         if let Some(controller) = &self.controller {
-            controller.leave(self.shared.broker.config().node_id).await;
+            controller.leave(self.shared.broker.config().node_id, self.incarnation).await;
         }
         self.shared.stop();
         for t in self.tasks {

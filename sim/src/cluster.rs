@@ -271,6 +271,9 @@ fn sample(slots: &[(u64, Slot)], quorum: &Arc<Mutex<QuorumHistory>>) {
         let (image, index) = c.sm.image();
         if index > 0 {
             q.applied.push((*id, index, image_hash(&image)));
+            if let Err(what) = image.check() {
+                q.broken.push((*id, index, what));
+            }
         }
     }
 }

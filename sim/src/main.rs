@@ -81,10 +81,19 @@ mod sim_main {
         }
         let hash = outcome.history.trace_hash();
         if args.check_determinism {
-            let again = run(&opts, cluster);
-            let hash2 = again.history.trace_hash();
-            if hash != hash2 {
-                println!("seed {}: NONDETERMINISTIC trace {hash:016x} then {hash2:016x}", args.seed);
+            // The second run in a fresh process: some process-wide state
+            // (tokio's select! RNG seeds, used unbiased inside openraft) would
+            // otherwise differ between two runs in one process, while a
+            // replay always starts a fresh process.
+            let again = match rerun_trace(&args) {
+                Ok(h) => h,
+                Err(e) => {
+                    println!("seed {}: cannot rerun for the determinism check: {e}", args.seed);
+                    return ExitCode::FAILURE;
+                }
+            };
+            if hash != again {
+                println!("seed {}: NONDETERMINISTIC trace {hash:016x} then {again:016x}", args.seed);
                 return ExitCode::FAILURE;
             }
         }
@@ -112,6 +121,24 @@ mod sim_main {
             println!("  replay: ci/sim.sh --seed {}{bug}{world}", args.seed);
             ExitCode::FAILURE
         }
+    }
+
+    /// Runs this seed again in a child process and returns its trace hash.
+    fn rerun_trace(args: &Args) -> Result<u64, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(["--seed", &args.seed.to_string(), "--world", &args.world]);
+        cmd.args(["--safety-secs", &args.safety_secs.to_string(), "--liveness-secs", &args.liveness_secs.to_string()]);
+        if let Some(bug) = &args.bug {
+            cmd.args(["--bug", bug]);
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hash = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("trace="))
+            .ok_or_else(|| format!("no trace in its output: {}", text.lines().last().unwrap_or("")))?;
+        u64::from_str_radix(hash, 16).map_err(|e| e.to_string())
     }
 
     /// Each run on a fresh thread, so no thread-local state leaks between runs.

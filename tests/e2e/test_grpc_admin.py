@@ -94,6 +94,8 @@ def test_topics_configs_and_cluster(pb, broker):
             grpc.StatusCode.INVALID_ARGUMENT)
     refused(lambda: admin.AlterTopicConfigs(m.AlterTopicConfigsRequest(topic="nope", set={"retention.ms": "1"}), timeout=10),
             grpc.StatusCode.NOT_FOUND)
+    refused(lambda: admin.AlterTopicConfigs(m.AlterTopicConfigsRequest(topic="grpc-t", set={"segment.ms": "1000"}, delete=["segment.ms"]),
+                                            timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
 
     # Groups, as a Kafka consumer made them.
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "grpc-group", "auto.offset.reset": "earliest",

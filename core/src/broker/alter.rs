@@ -111,12 +111,7 @@ impl Broker {
                 if let Err(e) = validate_topic_name(name) {
                     return Err((InvalidTopicException, e));
                 }
-                let topic = self.topic(name).ok_or_else(|| (UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
-                let configs = self.changed_topic_configs(&topic.record.configs, changes, replace)?;
-                if validate_only {
-                    return Ok(());
-                }
-                self.set_topic_configs(name, configs)
+                self.update_topic_configs(name, |current| self.changed_topic_configs(current, changes, replace), validate_only).map(|_| ())
             }
             RESOURCE_BROKER => {
                 let me = self.config.node_id.to_string();
@@ -176,28 +171,48 @@ impl Broker {
     /// Replaces a topic's config overrides: persisted (fsynced) first, then
     /// applied to the served topic and its partition logs.
     pub fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<(), Refusal> {
-        let mut state = self.write_state();
-        let Some(topic) = state.topics.get(name).cloned() else {
-            return Err((UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
+        self.update_topic_configs(name, |_| Ok(configs), false).map(|_| ())
+    }
+
+    /// Changes a topic's overrides: `change` computes them from the current
+    /// ones, under the catalogue lock, so concurrent changes cannot lose each
+    /// other. Config changes are serialized; the partition logs get their
+    /// new settings after the catalogue lock is released (a partition may be
+    /// busy for a while, and requests need that lock). Returns the overrides
+    /// after the change (or as they would be, with `validate_only`).
+    pub(super) fn update_topic_configs(
+        &self,
+        name: &str,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, Refusal>,
+        validate_only: bool,
+    ) -> Result<BTreeMap<String, String>, Refusal> {
+        let _one_at_a_time = self.config_changes.lock().expect("config change lock poisoned");
+        let (partitions, record) = {
+            let mut state = self.write_state();
+            let Some(topic) = state.topics.get(name).cloned() else {
+                return Err((UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
+            };
+            let configs = change(&topic.record.configs)?;
+            if validate_only || topic.record.configs == configs {
+                return Ok(configs);
+            }
+            let mut record = topic.record.clone();
+            record.configs = configs;
+            let mut catalog = state.catalog.clone();
+            catalog.topics.insert(name.to_string(), record.clone());
+            catalog.save(&*self.disk).map_err(|e| (KafkaStorageError, format!("cannot persist the catalogue: {e}")))?;
+            state.catalog = catalog;
+            state.topics.insert(name.to_string(), Arc::new(Topic { record: record.clone(), partitions: topic.partitions.clone() }));
+            (topic.partitions.clone(), record)
         };
-        if topic.record.configs == configs {
-            return Ok(());
-        }
-        let mut record = topic.record.clone();
-        record.configs = configs;
-        let mut catalog = state.catalog.clone();
-        catalog.topics.insert(name.to_string(), record.clone());
-        catalog.save(&*self.disk).map_err(|e| (KafkaStorageError, format!("cannot persist the catalogue: {e}")))?;
-        state.catalog = catalog;
         let log_config = self.config.log_config(&record.configs);
-        for p in &topic.partitions {
+        for p in &partitions {
             if let Ok(log) = &mut *p.lock() {
                 log.set_config(log_config.clone());
             }
         }
         tracing::info!(topic = name, configs = ?record.configs, "topic configs changed");
-        state.topics.insert(name.to_string(), Arc::new(Topic { record, partitions: topic.partitions.clone() }));
-        Ok(())
+        Ok(record.configs)
     }
 }
 

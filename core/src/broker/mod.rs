@@ -120,6 +120,8 @@ pub struct Broker {
     groups: Arc<Mutex<crate::group::Groups>>,
     /// Live records of `__consumer_offsets` (lock order: after `groups`).
     offsets_log: Mutex<groups::OffsetsLog>,
+    /// Serializes topic config changes (taken before `state`).
+    config_changes: Mutex<()>,
 }
 
 fn open_partition(
@@ -162,7 +164,7 @@ impl Broker {
             topics.insert(record.name.clone(), Arc::new(Topic { record: record.clone(), partitions }));
         }
         let groups = Arc::new(Mutex::new(crate::group::Groups::new(config.group.clone(), rng.clone())));
-        let broker = Broker { config, disk, clock, rng, state: RwLock::new(State { catalog, topics, next_producer_id }), groups, offsets_log: Mutex::default() };
+        let broker = Broker { config, disk, clock, rng, state: RwLock::new(State { catalog, topics, next_producer_id }), groups, offsets_log: Mutex::default(), config_changes: Mutex::default() };
         broker.remove_orphans();
         broker.load_groups();
         Ok(broker)

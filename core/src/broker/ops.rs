@@ -127,14 +127,12 @@ impl Broker {
         delete: &[String],
         validate_only: bool,
     ) -> Result<BTreeMap<String, String>, Refusal> {
-        let topic = self.topic(name).ok_or_else(|| (UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
+        if let Some(both) = delete.iter().find(|n| set.contains_key(*n)) {
+            return Err((InvalidRequest, format!("config '{both}' is both set and deleted")));
+        }
         let mut changes: Vec<Change> = set.iter().map(|(n, v)| Change::set(n, v)).collect();
         changes.extend(delete.iter().map(|n| Change::delete(n)));
-        let configs = self.changed_topic_configs(&topic.record.configs, &changes, false)?;
-        if !validate_only {
-            self.set_topic_configs(name, configs.clone())?;
-        }
-        Ok(configs)
+        self.update_topic_configs(name, |current| self.changed_topic_configs(current, &changes, false), validate_only)
     }
 
     /// The groups the coordinator knows, optionally only those in `states`

@@ -31,6 +31,8 @@ use crate::transport::NodeId;
 
 /// No leader (the partition is offline).
 pub const NO_LEADER: NodeId = -1;
+/// The most producer ids one command may allocate.
+pub const MAX_PRODUCER_ID_BLOCK: i64 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
@@ -46,6 +48,10 @@ pub struct BrokerInfo {
     /// A fenced broker leads nothing and is left out of elections: its
     /// session expired, or it has not caught up since it registered.
     pub fenced: bool,
+    /// This incarnation shut down cleanly: it stays fenced for good (a
+    /// heartbeat still in flight cannot unfence it).
+    #[serde(default)]
+    pub left: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +88,8 @@ pub enum Command {
     FenceBroker { id: NodeId },
     /// A registered broker caught up with the metadata and may lead again.
     UnfenceBroker { id: NodeId, incarnation: Uuid },
+    /// A broker is shutting down cleanly: fenced at once, for good.
+    ControlledShutdown { id: NodeId, incarnation: Uuid },
     CreateTopic { name: String, id: Uuid, configs: BTreeMap<String, String>, assignment: Vec<Vec<NodeId>> },
     DeleteTopic { name: String },
     /// Adds partitions with these replicas.
@@ -117,6 +125,8 @@ pub enum Refusal {
     /// The leader or partition epoch is not the current one.
     FencedEpoch,
     InvalidIsr,
+    /// A command with values no node may apply.
+    InvalidRequest,
 }
 
 fn refused(reason: Refusal, message: impl Into<String>) -> Applied {
@@ -124,9 +134,15 @@ fn refused(reason: Refusal, message: impl Into<String>) -> Applied {
 }
 
 impl PartitionState {
-    pub fn new(replicas: Vec<NodeId>) -> PartitionState {
-        let leader = replicas.first().copied().unwrap_or(NO_LEADER);
-        PartitionState { isr: replicas.clone(), replicas, leader, leader_epoch: 0, partition_epoch: 0 }
+    /// A new, empty partition: its live replicas are in sync and the first
+    /// leads (as KRaft creates them). With none live, all are in sync (none
+    /// has data) and it is offline until one of them is unfenced.
+    pub fn new(replicas: Vec<NodeId>, live: impl Fn(NodeId) -> bool) -> PartitionState {
+        let isr: Vec<NodeId> = replicas.iter().copied().filter(|b| live(*b)).collect();
+        match isr.first() {
+            Some(&leader) => PartitionState { isr, replicas, leader, leader_epoch: 0, partition_epoch: 0 },
+            None => PartitionState { isr: replicas.clone(), replicas, leader: NO_LEADER, leader_epoch: 0, partition_epoch: 0 },
+        }
     }
 
     fn set_leader(&mut self, leader: NodeId) {
@@ -167,6 +183,7 @@ impl Image {
                 }
                 let mut info = info.clone();
                 info.fenced = true;
+                info.left = false;
                 self.brokers.insert(info.id, info.clone());
                 self.fence(info.id);
                 Applied::Done
@@ -184,11 +201,21 @@ impl Image {
                 Some(b) if b.incarnation != *incarnation => {
                     refused(Refusal::StaleIncarnation, format!("broker {id} has registered again since"))
                 }
+                Some(b) if b.left => refused(Refusal::StaleIncarnation, format!("broker {id} has shut down")),
                 Some(b) => {
                     b.fenced = false;
                     self.unfence(*id);
                     Applied::Done
                 }
+            },
+            Command::ControlledShutdown { id, incarnation } => match self.brokers.get_mut(id) {
+                Some(b) if b.incarnation == *incarnation => {
+                    b.fenced = true;
+                    b.left = true;
+                    self.fence(*id);
+                    Applied::Done
+                }
+                _ => refused(Refusal::StaleIncarnation, format!("broker {id} is not registered with incarnation {incarnation}")),
             },
             Command::CreateTopic { name, id, configs, assignment } => {
                 if self.topics.contains_key(name) {
@@ -197,7 +224,8 @@ impl Image {
                 if let Err(m) = self.check_assignment(assignment) {
                     return refused(Refusal::InvalidAssignment, m);
                 }
-                let partitions = assignment.iter().map(|r| PartitionState::new(r.clone())).collect();
+                let live = |b: NodeId| self.live(b);
+                let partitions = assignment.iter().map(|r| PartitionState::new(r.clone(), live)).collect();
                 self.topics.insert(name.clone(), TopicState { id: *id, configs: configs.clone(), partitions });
                 Applied::Done
             }
@@ -209,10 +237,12 @@ impl Image {
                 if let Err(m) = self.check_assignment(assignment) {
                     return refused(Refusal::InvalidAssignment, m);
                 }
+                let brokers = self.brokers.clone();
+                let live = |b: NodeId| brokers.get(&b).is_some_and(|x| !x.fenced);
                 match self.topics.get_mut(name) {
                     None => refused(Refusal::UnknownTopic, format!("topic '{name}' does not exist")),
                     Some(t) => {
-                        t.partitions.extend(assignment.iter().map(|r| PartitionState::new(r.clone())));
+                        t.partitions.extend(assignment.iter().map(|r| PartitionState::new(r.clone(), live)));
                         Applied::Done
                     }
                 }
@@ -228,9 +258,17 @@ impl Image {
                 self.alter_partition(topic, *partition, *leader, *leader_epoch, *partition_epoch, isr)
             }
             Command::AllocateProducerIds { count } => {
-                let first = self.next_producer_id;
-                self.next_producer_id += (*count).max(1);
-                Applied::ProducerIds { first }
+                // Checked: a command must never make apply panic, or every
+                // node would stop on it, and again when replaying it.
+                let next = (1..=MAX_PRODUCER_ID_BLOCK).contains(count).then(|| self.next_producer_id.checked_add(*count)).flatten();
+                match next {
+                    Some(next) => {
+                        let first = self.next_producer_id;
+                        self.next_producer_id = next;
+                        Applied::ProducerIds { first }
+                    }
+                    None => refused(Refusal::InvalidRequest, format!("cannot allocate {count} producer ids (1 to {MAX_PRODUCER_ID_BLOCK}, below 2^63)")),
+                }
             }
         }
     }
@@ -350,6 +388,9 @@ impl Image {
         if rf < 1 {
             return Err(format!("replication factor must be positive, not {rf}"));
         }
+        if first_partition < 0 || count < 0 || first_partition.checked_add(count).is_none() {
+            return Err(format!("partitions {first_partition}..+{count} are out of range"));
+        }
         if rf as usize > live.len() {
             return Err(format!("replication factor {rf} is larger than the {} available brokers", live.len()));
         }
@@ -396,6 +437,7 @@ mod tests {
                 rpc: format!("127.0.0.1:{}", 9192 + id),
                 incarnation: Uuid::from_u128(incarnation),
                 fenced: false,
+                left: false,
             },
         }
     }
@@ -513,6 +555,32 @@ mod tests {
     }
 
     #[test]
+    fn a_new_partition_is_led_by_a_live_replica_or_waits_for_one() {
+        let mut img = cluster(3);
+        img.apply(&Command::FenceBroker { id: 1 });
+        create(&mut img, "t", vec![vec![1, 2, 3], vec![1]], false);
+        assert_eq!((img.partition("t", 0).unwrap().leader, img.partition("t", 0).unwrap().isr.clone()), (2, vec![2, 3]), "1 is fenced");
+        assert_eq!(img.partition("t", 1).unwrap().leader, NO_LEADER);
+        img.check().unwrap();
+        img.apply(&broker(1, 31));
+        img.apply(&Command::UnfenceBroker { id: 1, incarnation: Uuid::from_u128(31) });
+        assert_eq!(img.partition("t", 1).unwrap().leader, 1);
+        img.check().unwrap();
+    }
+
+    #[test]
+    fn commands_that_cannot_apply_are_refused_not_panicked_on() {
+        let mut img = cluster(1);
+        for count in [0, -5, MAX_PRODUCER_ID_BLOCK + 1, i64::MAX] {
+            assert!(matches!(img.apply(&Command::AllocateProducerIds { count }), Applied::Refused { reason: Refusal::InvalidRequest, .. }));
+        }
+        img.next_producer_id = i64::MAX - 10;
+        assert!(matches!(img.apply(&Command::AllocateProducerIds { count: 100 }), Applied::Refused { .. }));
+        assert!(img.assign("t", -1, 1, 1).is_err());
+        assert!(img.assign("t", i32::MAX, 2, 1).is_err());
+    }
+
+    #[test]
     fn a_second_process_with_a_live_node_id_is_refused() {
         let mut img = cluster(2);
         let r = img.apply(&broker(2, 77));
@@ -524,6 +592,21 @@ mod tests {
         // Once the live one is fenced (session expired), a restart registers.
         img.apply(&Command::FenceBroker { id: 2 });
         assert_eq!(img.apply(&broker(2, 77)), Applied::Done);
+    }
+
+    #[test]
+    fn a_controlled_shutdown_fences_for_good_until_the_next_registration() {
+        let mut img = cluster(3);
+        create(&mut img, "t", vec![vec![1, 2, 3]], false);
+        assert_eq!(img.apply(&Command::ControlledShutdown { id: 1, incarnation: Uuid::from_u128(1) }), Applied::Done);
+        assert_eq!(img.partition("t", 0).unwrap().leader, 2);
+        // A heartbeat that was in flight cannot bring it back.
+        assert!(matches!(img.apply(&Command::UnfenceBroker { id: 1, incarnation: Uuid::from_u128(1) }), Applied::Refused { .. }));
+        assert!(img.brokers[&1].fenced);
+        // Its restart registers at once.
+        assert_eq!(img.apply(&broker(1, 41)), Applied::Done);
+        assert_eq!(img.apply(&Command::UnfenceBroker { id: 1, incarnation: Uuid::from_u128(41) }), Applied::Done);
+        img.check().unwrap();
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Follower {
     pub caught_up_ms: i64,
     /// The last time it fetched at all.
     pub fetched_ms: i64,
+    /// The leader's log end at its previous fetch, and when that was.
+    pub prev_fetch: (i64, i64),
 }
 
 /// A change of the ISR the leader should propose to the controller.
@@ -64,7 +66,7 @@ impl LeaderState {
         let followers = replicas
             .iter()
             .filter(|r| **r != me)
-            .map(|r| (*r, Follower { durable_end: -1, caught_up_ms: now_ms, fetched_ms: now_ms }))
+            .map(|r| (*r, Follower { durable_end: -1, caught_up_ms: now_ms, fetched_ms: now_ms, prev_fetch: (i64::MAX, now_ms) }))
             .collect();
         LeaderState { me, leader_epoch, epoch_start: log_end, isr, pending: None, replicas, followers, high_watermark, lag_max_ms }
     }
@@ -90,9 +92,15 @@ impl LeaderState {
         f.fetched_ms = now_ms;
         // What it has durably can never exceed what it has fetched.
         f.durable_end = durable_end.min(fetch_offset);
+        // Caught up now, or with where the log ended at its previous fetch
+        // (under steady produce a healthy follower is always one fetch
+        // behind the very end; as Kafka's lastFetchLeaderLogEndOffset).
         if fetch_offset >= log_end {
             f.caught_up_ms = now_ms;
+        } else if fetch_offset >= f.prev_fetch.0 {
+            f.caught_up_ms = f.caught_up_ms.max(f.prev_fetch.1);
         }
+        f.prev_fetch = (log_end, now_ms);
         self.advance(local_durable)
     }
 
@@ -238,6 +246,23 @@ mod tests {
         assert_eq!(l.isr_change(1), None);
         l.on_fetch(3, 110, 110, 110, 110, 2);
         assert_eq!(l.isr_change(2), Some(IsrChange::Expand(vec![1, 2, 3])), "durably at the epoch start and the high watermark");
+    }
+
+    #[test]
+    fn a_follower_one_fetch_behind_under_steady_produce_stays_in_sync() {
+        let mut l = leader();
+        let mut end = 100;
+        for t in 1..=100 {
+            // Each fetch reaches where the log ended at the previous one; the
+            // leader appended more meanwhile.
+            let fetched = end;
+            end += 10;
+            l.on_local_flush(end);
+            l.on_fetch(2, fetched, fetched, end, end, t * 1_000);
+            l.on_fetch(3, fetched, fetched, end, end, t * 1_000);
+        }
+        assert_eq!(l.isr_change(100_000), None, "never more than one fetch behind");
+        assert_eq!(l.high_watermark, end - 10);
     }
 
     #[test]

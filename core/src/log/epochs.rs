@@ -69,11 +69,18 @@ impl EpochCache {
 
     /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` and the
     /// offset where it ended here (the next epoch's start, or `log_end` for
-    /// the latest), or [`UNDEFINED`] for an epoch older than any known.
+    /// the latest); for an epoch older than any kept, the oldest kept one's
+    /// start; [`UNDEFINED`] for -1 or an empty cache.
     pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> (i32, i64) {
-        let Some(i) = self.entries.iter().rposition(|(e, _)| *e <= epoch) else { return UNDEFINED };
-        let end = self.entries.get(i + 1).map_or(log_end, |(_, start)| *start);
-        (self.entries[i].0, end)
+        if epoch < 0 || self.entries.is_empty() {
+            return UNDEFINED;
+        }
+        match self.entries.iter().rposition(|(e, _)| *e <= epoch) {
+            // Older than every epoch kept (retention removed the rest): it
+            // ended where the oldest kept one begins, as Kafka answers.
+            None => (epoch, self.entries[0].1),
+            Some(i) => (self.entries[i].0, self.entries.get(i + 1).map_or(log_end, |(_, start)| *start)),
+        }
     }
 
     /// The log was truncated to end at `end`: epochs that began at or after
@@ -121,7 +128,8 @@ mod tests {
         c.assign(3, 100).unwrap();
         c.assign(5, 180).unwrap();
         assert_eq!(c.entries(), &[(1, 0), (3, 100), (5, 180)]);
-        assert_eq!(c.end_offset_for(0, 250), UNDEFINED, "older than any epoch here");
+        assert_eq!(c.end_offset_for(0, 250), (0, 0), "older than any epoch here: where the oldest begins");
+        assert_eq!(c.end_offset_for(-1, 250), UNDEFINED);
         assert_eq!(c.end_offset_for(1, 250), (1, 100));
         assert_eq!(c.end_offset_for(2, 250), (1, 100), "epoch 2 never led here: the one before it");
         assert_eq!(c.end_offset_for(3, 250), (3, 180));

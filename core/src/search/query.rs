@@ -184,7 +184,12 @@ fn text_matches(doc: &Doc, field: &FieldRef, tokens: &[String], positions: &[usi
         return false;
     }
     let values = texts(doc, field);
-    let has = |v: &[(usize, String)], pos: Option<usize>, t: &String| v.iter().any(|(p, x)| x == t && pos.is_none_or(|want| *p == want));
+    // Positions ascend within a value: find one by binary search (a long
+    // value must not make a phrase quadratic; live subscriptions run this).
+    let has = |v: &[(usize, String)], pos: Option<usize>, t: &String| match pos {
+        Some(want) => v.binary_search_by_key(&want, |(p, _)| *p).is_ok_and(|i| v[i].1 == *t),
+        None => v.iter().any(|(_, x)| x == t),
+    };
     if phrase && tokens.len() > 1 {
         // Some occurrence of the first token with every other one at the same distance as in the query.
         return values.iter().any(|v| {

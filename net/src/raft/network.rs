@@ -19,6 +19,10 @@ use tonic::{Request, Response, Status};
 
 use super::{Cfg, Node, NodeId};
 
+/// The largest Raft message either side accepts (entries are batched up
+/// to openraft's `max_payload_entries`, snapshot chunks are 256 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -40,7 +44,8 @@ impl RaftNetworkFactory<Cfg> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
-        Peer { target, node: node.clone(), client: channel(&node.addr).map(RaftClient::new) }
+        let client = channel(&node.addr).map(|c| RaftClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES));
+        Peer { target, node: node.clone(), client }
     }
 }
 

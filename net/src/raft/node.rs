@@ -80,6 +80,8 @@ impl Controller {
             election_timeout_min: timing.election_min_ms,
             election_timeout_max: timing.election_max_ms,
             install_snapshot_timeout: 2000,
+            // JSON of a byte chunk is ~4x its size: stay well inside gRPC's limits.
+            snapshot_max_chunk_size: 256 * 1024,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 500,
             ..Default::default()
@@ -198,11 +200,12 @@ impl Controller {
         }
     }
 
-    /// Controlled shutdown: fences this broker at once (its partitions get
-    /// new leaders now, not a session timeout later) and lets a restart
-    /// register without waiting for the old session to expire.
-    pub async fn leave(&self, node: i32) {
-        match tokio::time::timeout(Duration::from_secs(2), self.propose(Command::FenceBroker { id: node })).await {
+    /// Controlled shutdown: fences this broker's incarnation at once and for
+    /// good (its partitions get new leaders now, not a session timeout
+    /// later, and a restart registers without waiting for that session).
+    /// Stop the membership task first, so no heartbeat follows.
+    pub async fn leave(&self, node: i32, incarnation: uuid::Uuid) {
+        match tokio::time::timeout(Duration::from_secs(2), self.propose(Command::ControlledShutdown { id: node, incarnation })).await {
             Ok(Ok(_)) => tracing::info!(node, "fenced for a controlled shutdown"),
             Ok(Err(e)) => tracing::warn!(node, error = %e, "could not fence for a controlled shutdown"),
             Err(_) => tracing::warn!(node, "the controller quorum did not answer the controlled shutdown in time"),

@@ -72,22 +72,31 @@ fn frame(entry: &Entry<Cfg>) -> Vec<u8> {
 }
 
 /// Reads records from the start of `bytes`; returns them with their
-/// positions and where the valid prefix ends.
-fn unframe(bytes: &[u8]) -> (Vec<(u64, Entry<Cfg>)>, u64) {
+/// positions and where the valid prefix ends. Only the last record may be
+/// damaged (a torn, never-acknowledged append); a damaged record with more
+/// after it, or one whose checksum holds but which does not decode, is
+/// corruption of entries that may have been acknowledged: `Err`.
+fn unframe(bytes: &[u8]) -> Result<(Vec<(u64, Entry<Cfg>)>, u64), String> {
     let mut out = Vec::new();
     let mut pos = 0usize;
-    while pos + 8 <= bytes.len() {
+    while pos < bytes.len() {
+        if pos + 8 > bytes.len() {
+            break; // a torn header at the end
+        }
         let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
         let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().unwrap());
-        let Some(body) = bytes.get(pos + 8..pos + 8 + len) else { break };
+        let Some(body) = bytes.get(pos + 8..pos + 8 + len) else { break }; // runs past the end: torn
         if crc32c::crc32c(body) != crc {
-            break;
+            if pos + 8 + len == bytes.len() {
+                break; // the last record, torn
+            }
+            return Err(format!("record at byte {pos} fails its checksum and more records follow it"));
         }
-        let Ok(entry) = serde_json::from_slice::<Entry<Cfg>>(body) else { break };
+        let entry = serde_json::from_slice::<Entry<Cfg>>(body).map_err(|e| format!("record at byte {pos} does not decode: {e}"))?;
         out.push((pos as u64, entry));
         pos += 8 + len;
     }
-    (out, pos as u64)
+    Ok((out, pos as u64))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(disk: &dyn Disk, path: &Path) -> std::io::Result<Option<T>> {
@@ -109,7 +118,12 @@ impl LogStore {
         let vote = read_json(&*disk, &dir.join("vote"))?;
         let purged: Option<LogId<NodeId>> = read_json::<Option<LogId<NodeId>>>(&*disk, &dir.join("purged"))?.flatten();
         let bytes = read_all(&*disk, &dir.join("log"))?.unwrap_or_default();
-        let (records, valid) = unframe(&bytes);
+        let (records, valid) = unframe(&bytes).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the controller's Raft log {} is damaged: {e}; refusing to start rather than lose committed metadata (restore this node's raft/ directory from a copy)", dir.join("log").display()),
+            )
+        })?;
         let file = disk.open(&dir.join("log"), true)?;
         if valid < bytes.len() as u64 {
             tracing::warn!(dir = %dir.display(), at = valid, len = bytes.len(), "raft log: cutting a torn tail");

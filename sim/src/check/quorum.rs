@@ -25,6 +25,8 @@ pub struct QuorumHistory {
     pub finals: BTreeMap<u64, FinalView>,
     /// Every node's id.
     pub nodes: Vec<u64>,
+    /// Broken image invariants (`Image::check`) seen in samples: (node, index, what).
+    pub broken: Vec<(u64, u64, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,9 @@ pub struct FinalView {
 
 pub fn check(h: &QuorumHistory) -> Vec<String> {
     let mut out = Vec::new();
+    for (node, index, what) in h.broken.iter().take(5) {
+        out.push(format!("node {node}, image at index {index}: {what}"));
+    }
     let mut by_term: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     for (term, node) in &h.leaders {
         by_term.entry(*term).or_default().insert(*node);
@@ -104,6 +109,7 @@ mod tests {
             acked_topics: vec!["a".into()],
             finals: [(1, view.clone()), (2, view.clone()), (3, view)].into(),
             nodes: vec![1, 2, 3],
+            broken: Vec::new(),
         }
     }
 
@@ -129,6 +135,9 @@ mod tests {
         let mut h = healthy();
         h.finals.get_mut(&2).unwrap().brokers.insert(3, true);
         assert!(check(&h).iter().any(|v| v.contains("still fenced")));
+        let mut h = healthy();
+        h.broken.push((2, 7, "t-0: empty ISR".into()));
+        assert!(check(&h)[0].contains("empty ISR"));
         let mut h = healthy();
         h.finals.remove(&3);
         assert!(check(&h).iter().any(|v| v.contains("did not converge")));
