@@ -21,6 +21,8 @@ use super::{Cfg, NodeId};
 
 /// How many times a proposal may be forwarded to a (new) leader.
 const MAX_HOPS: u32 = 3;
+/// How long a proposal may wait to be committed.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a forwarded proposal may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -111,7 +113,11 @@ impl Controller {
     }
 
     async fn propose_hops(&self, command: Command, hops: u32) -> Result<(Applied, u64), ProposeError> {
-        match self.raft.client_write(command.clone()).await {
+        // A leader that has lost its quorum would wait for ever.
+        let Ok(written) = tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(command.clone())).await else {
+            return Err(ProposeError::Unavailable(format!("not committed within {PROPOSE_TIMEOUT:?}: no quorum?")));
+        };
+        match written {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let Some(node) = f.leader_node else {
@@ -147,7 +153,11 @@ impl Controller {
             return forward_heartbeat(&addr, node, incarnation, hops + 1).await;
         }
         // Make sure this node's image is current before judging it.
-        self.raft.ensure_linearizable().await.map_err(|e| ProposeError::Unavailable(e.to_string()))?;
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(ProposeError::Unavailable(e.to_string())),
+            Err(_) => return Err(ProposeError::Unavailable("leadership not confirmed in time: no quorum?".into())),
+        }
         let registered = self.sm.with_image(|img| img.brokers.get(&node).map(|b| (b.incarnation, b.fenced)));
         match registered {
             Some((inc, fenced)) if inc == incarnation => {
@@ -283,7 +293,11 @@ pub async fn run_liveness(shared: Arc<crate::Shared>, controller: Controller, se
             _ = shared.stopped() => return,
             _ = tokio::time::sleep(tick) => {}
         }
-        controller.fence_silent_brokers(session, &mut leader_since).await;
+        tokio::select! {
+            biased;
+            _ = shared.stopped() => return,
+            _ = controller.fence_silent_brokers(session, &mut leader_since) => {}
+        }
     }
 }
 

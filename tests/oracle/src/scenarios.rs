@@ -895,6 +895,9 @@ fn alter_configs(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
         call(t, ApiKey::AlterConfigs, v, RequestKind::AlterConfigs(req), |r| Ok(answer!(r, AlterConfigs)))
     };
     let overrides = |t: &mut Target| -> anyhow::Result<BTreeMap<String, String>> {
+        // Kafka answers a config change before its brokers have applied the
+        // metadata record: give it a moment, so both describe settled state.
+        std::thread::sleep(Duration::from_millis(300));
         let keys = ["retention.ms", "segment.bytes", "max.message.bytes", "cleanup.policy", "segment.ms"];
         let req = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(2)
