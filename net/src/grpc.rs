@@ -47,6 +47,15 @@ fn status((error, message): Refusal) -> Status {
     }
 }
 
+fn search_status(e: SearchError) -> Status {
+    match e {
+        SearchError::NoTopic(t) => Status::not_found(format!("topic '{t}' does not exist")),
+        e @ SearchError::NotEnabled(_) => Status::failed_precondition(e.es_error().2),
+        SearchError::Bad(q) => Status::invalid_argument(format!("{}: {}", q.kind, q.reason)),
+        SearchError::Unavailable(why) => Status::unavailable(why),
+    }
+}
+
 fn topic_description(t: TopicInfo) -> TopicDescription {
     TopicDescription {
         name: t.record.name.clone(),
@@ -171,6 +180,15 @@ impl Admin for AdminService {
         Ok(Response::new(ListGroupsResponse { groups }))
     }
 
+    async fn rebuild_search_index(&self, request: Request<RebuildSearchIndexRequest>) -> Result<Response<RebuildSearchIndexResponse>, Status> {
+        let topic = request.into_inner().topic;
+        let Some(search) = &self.search else {
+            return Err(Status::unavailable("this broker runs no search indexer"));
+        };
+        search.rebuild(&topic).map_err(search_status)?;
+        Ok(Response::new(RebuildSearchIndexResponse {}))
+    }
+
     async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
         let started = Instant::now();
         let r = request.into_inner();
@@ -191,12 +209,7 @@ impl Admin for AdminService {
         let req = simple.request().map_err(|e| Status::invalid_argument(format!("{}: {}", e.kind, e.reason)))?;
         let topic = r.topic;
         let answer = run_search(move || search.search(&topic, &req)).await?;
-        let answer = answer.map_err(|e| match e {
-            SearchError::NoTopic(t) => Status::not_found(format!("topic '{t}' does not exist")),
-            e @ SearchError::NotEnabled(_) => Status::failed_precondition(e.es_error().2),
-            SearchError::Bad(q) => Status::invalid_argument(format!("{}: {}", q.kind, q.reason)),
-            SearchError::Unavailable(why) => Status::unavailable(why),
-        })?;
+        let answer = answer.map_err(search_status)?;
         let hits = answer
             .hits
             .into_iter()

@@ -38,6 +38,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(info))
         .route("/topics/{topic}/search", get(simple_search))
         .route("/topics/{topic}/search/stream", get(stream))
+        .route("/topics/{topic}/search/_rebuild", axum::routing::post(rebuild))
         .route("/_msearch", get(msearch_all).post(msearch_all))
         .route("/{topic}/_search", get(es_search).post(es_search))
         .route("/{topic}/_count", get(es_count).post(es_count))
@@ -138,6 +139,15 @@ async fn run(s: &HttpState, topic: String, req: SearchRequest) -> Result<SearchR
     tokio::task::spawn_blocking(move || search.search(&topic, &req))
         .await
         .unwrap_or_else(|e| Err(SearchError::Unavailable(format!("search task failed: {e}"))))
+}
+
+// ---- POST /topics/{topic}/search/_rebuild ----------------------------------------------
+
+async fn rebuild(State(s): State<HttpState>, Path(topic): Path<String>) -> Response {
+    match s.search.rebuild(&topic) {
+        Ok(()) => es_json(StatusCode::ACCEPTED, json!({ "acknowledged": true, "topic": topic })),
+        Err(e) => search_error(e),
+    }
 }
 
 // ---- GET /topics/{topic}/search -------------------------------------------------------

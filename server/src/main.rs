@@ -45,6 +45,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a topic's search indexes from its log, through a running
+    /// broker's search HTTP API (in the background: searches return fewer
+    /// hits until it has caught up).
+    RebuildIndex {
+        /// The topic (with search.enabled=true)
+        topic: String,
+        /// The broker's search HTTP API
+        #[arg(long, env = "CHRONIK_HTTP_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (config, settings) = match cli.command {
         Command::Start { config, settings } => (config, settings),
         Command::Search { topic, query, url, limit, sort, json } => return search(&url, &topic, &query, limit, &sort, json),
+        Command::RebuildIndex { topic, url } => return rebuild_index(&url, &topic),
     };
     let file = match config {
         Some(path) => {
@@ -101,6 +112,20 @@ async fn wait_for_signal() {
 }
 
 /// `chronik search`: one GET to the search API.
+fn rebuild_index(url: &str, topic: &str) -> anyhow::Result<()> {
+    // Topic names are [a-zA-Z0-9._-]: safe in a path as they are.
+    let target = format!("{}/topics/{topic}/search/_rebuild", url.trim_end_matches('/'));
+    let mut response =
+        ureq::post(&target).config().http_status_as_error(false).build().send_empty().with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.body_mut().read_json().with_context(|| format!("{target} did not answer JSON"))?;
+    if !status.is_success() {
+        anyhow::bail!("{} ({})", body["error"]["reason"].as_str().unwrap_or("unknown error"), status.as_u16());
+    }
+    println!("rebuilding the search index of {topic} from its log");
+    Ok(())
+}
+
 fn search(url: &str, topic: &str, query: &str, limit: usize, sort: &str, json: bool) -> anyhow::Result<()> {
     // Topic names are [a-zA-Z0-9._-]: safe in a path as they are.
     let target = format!("{}/topics/{topic}/search", url.trim_end_matches('/'));

@@ -170,6 +170,15 @@ def test_search_through_grpc_matches_ground_truth_after_kill9(pb, broker):
     refused(lambda: admin.Search(m.SearchRequest(topic=topic, query="level:("), timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
     admin.CreateTopic(m.CreateTopicRequest(name="grpc-plain", partitions=1), timeout=10)
     refused(lambda: admin.Search(m.SearchRequest(topic="grpc-plain", query="x"), timeout=10), grpc.StatusCode.FAILED_PRECONDITION)
+    refused(lambda: admin.RebuildSearchIndex(m.RebuildSearchIndexRequest(topic="grpc-plain"), timeout=10),
+            grpc.StatusCode.FAILED_PRECONDITION)
+    refused(lambda: admin.RebuildSearchIndex(m.RebuildSearchIndexRequest(topic="nope"), timeout=10), grpc.StatusCode.NOT_FOUND)
+    admin.RebuildSearchIndex(m.RebuildSearchIndexRequest(topic=topic), timeout=10)
+    time.sleep(0.5)  # the indexer takes the request at its next pass (every --search-refresh-ms)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and admin.Search(m.SearchRequest(topic=topic, query="*", limit=0), timeout=10).total != 1500:
+        time.sleep(0.1)
+    check()
 
     broker.kill9()
     broker.start()

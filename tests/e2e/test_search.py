@@ -245,6 +245,25 @@ def test_chronik_search_command(broker):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "Failed to parse query" in bad.stderr
 
+    # Rebuilt from the log by a command: every record again, once.
+    r = subprocess.run([str(chronik_bin()), "rebuild-index", topic, "--url", broker.http],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "rebuilding" in r.stdout, r.stderr
+    time.sleep(0.5)  # the indexer takes the request at its next pass (every --search-refresh-ms)
+    deadline = time.monotonic() + FRESH_S
+    while time.monotonic() < deadline:
+        if len(search_all(broker, topic, "*")) == 200:
+            break
+        time.sleep(0.1)
+    assert sorted(search_all(broker, topic, "*")) == sorted(acked)
+    check_ground_truth_subset = [q for q in QUERIES if "key-42" not in q[0]]
+    for q, pred in check_ground_truth_subset[:4]:
+        want = sorted(pos for pos, (i, rec) in acked.items() if pred(i, rec, *pos))
+        assert sorted(search_all(broker, topic, q)) == want, q
+    missing = subprocess.run([str(chronik_bin()), "rebuild-index", "nope", "--url", broker.http],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "no such index" in missing.stderr
+
 
 def test_bad_search_requests_get_clear_errors(broker):
     create_topic(broker.bootstrap, "search-bad", 1, {"search.enabled": "true"})

@@ -506,3 +506,44 @@ fn offset_for_leader_epoch_answers_from_the_epoch_cache() {
     assert_eq!(ask("e", 1, 0, -1), (UnknownTopicOrPartition.code(), -1, -1));
     assert_eq!(ask("nope", 0, 0, -1), (UnknownTopicOrPartition.code(), -1, -1));
 }
+
+#[test]
+fn a_search_index_rebuild_indexes_the_log_again_without_repeating_live_hits() {
+    use crate::search::indexer::Indexer;
+    use crate::search::live::Live;
+    use crate::search::mem::MemBackend;
+    use crate::search::service::{SearchRequest, SearchService};
+    use crate::search::{Query, SearchIndexes, SortField, SortOrder};
+
+    let disk = SimDisk::new(10);
+    let b = Arc::new(broker_on(&disk));
+    assert_eq!(create(&b, "r", 2, &[("search.enabled", "true")]), 0);
+    for p in 0..2 {
+        assert_eq!(produce(&b, "r", p, batch(5, 1, None, Compression::None), -1).0, 0);
+    }
+    b.flush();
+    let indexes = Arc::new(SearchIndexes::new(Arc::new(MemBackend::default())));
+    let live = Arc::new(Live::default());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink_seen = seen.clone();
+    live.subscribe("r", Query::All, Box::new(move |d| {
+        sink_seen.lock().unwrap().push((d.partition, d.offset));
+        true
+    }));
+    let mut indexer = Indexer::new(b.clone(), indexes.clone(), live, 0);
+    indexer.run_once(0);
+    let service = SearchService::new(b.clone(), indexes);
+    let all = SearchRequest { query: Query::All, from: 0, size: 100, sort: vec![SortField::Offset(SortOrder::Asc)], search_after: None, partitions: None };
+    assert_eq!(service.search("r", &all).unwrap().total, 10);
+    assert_eq!(seen.lock().unwrap().len(), 10);
+
+    service.rebuild("r").unwrap();
+    assert!(service.rebuild("nope").is_err());
+    indexer.run_once(1);
+    assert_eq!(service.search("r", &all).unwrap().total, 10, "every record indexed again, once");
+    assert_eq!(seen.lock().unwrap().len(), 10, "live subscribers do not see old records again");
+    assert_eq!(produce(&b, "r", 0, batch(1, 1, None, Compression::None), -1).0, 0);
+    b.flush();
+    indexer.run_once(2);
+    assert_eq!(seen.lock().unwrap().len(), 11, "new records still reach them");
+}

@@ -28,6 +28,9 @@ struct PartState {
     log_start: i64,
     dirty: bool,
     last_commit: i64,
+    /// Live subscribers have been given everything below this (a rebuild
+    /// indexes old records again; they must not see them twice).
+    published: i64,
 }
 
 pub struct Indexer {
@@ -91,6 +94,7 @@ impl Indexer {
     pub fn run_once(&mut self, now: i64) -> usize {
         let mut added = 0;
         let mut keep = BTreeSet::new();
+        let rebuilds = self.indexes.take_rebuilds();
         for topic in self.broker.topics() {
             if !search_enabled(&topic.record.configs) || crate::broker::is_internal(&topic.record.name) {
                 continue;
@@ -98,6 +102,12 @@ impl Indexer {
             for p in &topic.partitions {
                 let name = index_name(&topic.record, p.index);
                 keep.insert(name.clone());
+                if rebuilds.contains(&topic.record.name) {
+                    if let Err(e) = self.start_rebuild(&name) {
+                        tracing::warn!(topic = %topic.record.name, partition = p.index, error = %e, "cannot rebuild a search index; asking again");
+                        self.indexes.request_rebuild(&topic.record.name);
+                    }
+                }
                 match self.index_partition(&topic.record.name, p, &name, now) {
                     Ok(n) => added += n,
                     Err(e) => tracing::warn!(topic = %topic.record.name, partition = p.index, error = %e, "search indexing failed; will retry"),
@@ -115,11 +125,23 @@ impl Indexer {
         added
     }
 
+    /// Drops every document of the index `name`; indexing starts over from
+    /// the log's start.
+    fn start_rebuild(&mut self, name: &str) -> Result<(), String> {
+        let index = self.indexes.get(name)?;
+        index.truncate_from(0)?;
+        index.commit(0)?;
+        let published = self.parts.get(name).map_or(index.next_offset(), |st| st.published);
+        self.parts.insert(name.to_string(), PartState { next: 0, log_start: 0, dirty: false, last_commit: i64::MIN / 2, published });
+        tracing::info!(index = name, "rebuilding a search index from the log");
+        Ok(())
+    }
+
     fn index_partition(&mut self, topic: &str, p: &crate::broker::Partition, name: &str, now: i64) -> Result<usize, String> {
         let index = self.indexes.get(name)?;
         let st = self.parts.entry(name.to_string()).or_insert_with(|| {
             let next = if crate::planted::active(crate::planted::Bug::IndexResumeAtHw) { p.high_watermark().unwrap_or(0) } else { index.next_offset() };
-            PartState { next, log_start: 0, dirty: false, last_commit: now }
+            PartState { next, log_start: 0, dirty: false, last_commit: now, published: next }
         });
         let mut added = 0;
         let mut budget = READ_BYTES_PER_PASS;
@@ -148,7 +170,11 @@ impl Indexer {
             let (docs, end) = decode_docs(&bytes, p.index, st.next)?;
             if !docs.is_empty() {
                 index.add(&docs)?;
-                self.live.publish(topic, &docs);
+                let fresh: Vec<Doc> = docs.iter().filter(|d| d.offset >= st.published).cloned().collect();
+                if !fresh.is_empty() {
+                    self.live.publish(topic, &fresh);
+                    st.published = fresh.last().map_or(st.published, |d| d.offset + 1);
+                }
                 added += docs.len();
             }
             match end {

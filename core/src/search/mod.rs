@@ -228,6 +228,8 @@ pub trait SearchBackend: Send + Sync {
 pub struct SearchIndexes {
     backend: Arc<dyn SearchBackend>,
     open: Mutex<BTreeMap<String, Arc<dyn PartitionIndex>>>,
+    /// Topics whose indexes the indexer is to rebuild from the log.
+    rebuilds: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The index name of a partition of a topic incarnation.
@@ -239,7 +241,19 @@ pub fn index_name(topic: &crate::broker::catalog::TopicRecord, partition: i32) -
 
 impl SearchIndexes {
     pub fn new(backend: Arc<dyn SearchBackend>) -> SearchIndexes {
-        SearchIndexes { backend, open: Mutex::new(BTreeMap::new()) }
+        SearchIndexes { backend, open: Mutex::new(BTreeMap::new()), rebuilds: Mutex::default() }
+    }
+
+    /// Asks the indexer to rebuild `topic`'s indexes from its log: every
+    /// document goes, and the log is indexed again from its start. Searches
+    /// see fewer hits until it has caught up.
+    pub fn request_rebuild(&self, topic: &str) {
+        self.rebuilds.lock().expect("rebuild requests poisoned").insert(topic.to_string());
+    }
+
+    /// The pending rebuild requests, taken.
+    pub fn take_rebuilds(&self) -> std::collections::BTreeSet<String> {
+        std::mem::take(&mut *self.rebuilds.lock().expect("rebuild requests poisoned"))
     }
 
     /// The index named `name`, opened on first use.

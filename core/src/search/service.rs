@@ -137,6 +137,15 @@ impl SearchService {
         Ok(())
     }
 
+    /// Asks for `topic`'s indexes to be rebuilt from its log (see
+    /// [`SearchIndexes::request_rebuild`]).
+    pub fn rebuild(&self, topic: &str) -> Result<(), SearchError> {
+        self.check_topic(topic)?;
+        self.indexes.request_rebuild(topic);
+        tracing::info!(topic, "search index rebuild requested");
+        Ok(())
+    }
+
     pub fn search(&self, topic: &str, req: &SearchRequest) -> Result<SearchResponse, SearchError> {
         self.check_topic(topic)?;
         let t = self.broker.topic(topic).ok_or_else(|| SearchError::NoTopic(topic.to_string()))?;
