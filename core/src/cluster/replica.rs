@@ -60,6 +60,7 @@ pub struct LeaderState {
 }
 
 impl LeaderState {
+    #[allow(clippy::too_many_arguments)] // each is a distinct fact about the new leadership
     /// A new leader at `epoch`, starting its epoch at its log end. Followers
     /// start as caught up now (they get a full lag window to fetch).
     pub fn new(me: NodeId, leader_epoch: i32, replicas: Vec<NodeId>, isr: Vec<NodeId>, log_end: i64, high_watermark: i64, now_ms: i64, lag_max_ms: i64) -> LeaderState {

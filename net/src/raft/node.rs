@@ -318,7 +318,7 @@ pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, 
                 }
                 Ok((refused, _)) => {
                     // Said once, then every 30 attempts: it may last a session timeout.
-                    if refusals % 30 == 0 {
+                    if refusals.is_multiple_of(30) {
                         tracing::warn!(node = info.id, outcome = ?refused, "registration refused; retrying");
                     }
                     refusals += 1;

@@ -76,7 +76,10 @@ fn frame(entry: &Entry<Cfg>) -> Vec<u8> {
 /// damaged (a torn, never-acknowledged append); a damaged record with more
 /// after it, or one whose checksum holds but which does not decode, is
 /// corruption of entries that may have been acknowledged: `Err`.
-fn unframe(bytes: &[u8]) -> Result<(Vec<(u64, Entry<Cfg>)>, u64), String> {
+/// Records with their positions, and the end of the valid prefix.
+type Unframed = (Vec<(u64, Entry<Cfg>)>, u64);
+
+fn unframe(bytes: &[u8]) -> Result<Unframed, String> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < bytes.len() {
