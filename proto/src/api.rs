@@ -44,6 +44,7 @@ pub const SUPPORTED: &[Supported] = &[
     s(ApiKey::DeleteGroups, 0, 2),
     s(ApiKey::IncrementalAlterConfigs, 0, 1),
     s(ApiKey::OffsetDelete, 0, 0),
+    s(ApiKey::DescribeCluster, 0, 2),
     s(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     s(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];

@@ -11,13 +11,15 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeConfigsRequest,
     DescribeConfigsResponse, InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -29,6 +31,12 @@ use crate::config::{topic_config_def, validate_topic_configs, TOPIC_CONFIGS};
 
 /// Kafka's "authorized operations not requested" sentinel.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// Operations on the cluster resource without an authorizer: every one, as
+/// ACL operation codes (CREATE 5, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
+/// DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12).
+const CLUSTER_OPERATIONS: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+/// DescribeCluster endpoint types.
+const ENDPOINT_BROKERS: i8 = 1;
 /// DescribeConfigs resource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -105,6 +113,30 @@ impl Broker {
             t.is_internal = super::is_internal(&topic.record.name);
         }
         t
+    }
+
+    /// DescribeCluster (KIP-700): this broker is the cluster and its own
+    /// controller, as Metadata says. Only the broker endpoint is served.
+    pub(super) fn describe_cluster(&self, request: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
+        let mut r = DescribeClusterResponse::default().with_cluster_id(text(self.cluster_id())).with_controller_id(BrokerId(self.config.node_id));
+        r.error_message = None;
+        r.cluster_authorized_operations = if request.include_cluster_authorized_operations { CLUSTER_OPERATIONS } else { AUTHORIZED_OPERATIONS_OMITTED };
+        if version >= 1 {
+            r.endpoint_type = ENDPOINT_BROKERS;
+            if request.endpoint_type != ENDPOINT_BROKERS {
+                r.error_code = MismatchedEndpointType.code();
+                r.error_message = Some(text(format!("this is a broker endpoint; endpoint type {} was asked for", request.endpoint_type)));
+                r.cluster_id = text("");
+                r.controller_id = BrokerId(-1);
+                return r;
+            }
+        }
+        r.brokers = vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(self.config.node_id))
+            .with_host(text(self.config.advertised_host.clone()))
+            .with_port(self.config.advertised_port)
+            .with_rack(None)];
+        r
     }
 
     pub(super) fn metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {

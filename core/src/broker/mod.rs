@@ -238,6 +238,7 @@ impl Broker {
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r, api_version)),
             RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(self.create_partitions(r, api_version)),
             RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(self.describe_configs(r, api_version)),
+            RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(self.describe_cluster(r, api_version)),
             RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r, api_version)),
             RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r, api_version)),
             RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(self.init_producer_id(r, api_version)),

@@ -297,6 +297,7 @@ fn responses_encode_at_every_supported_version() {
                     ];
                     b.handle(v, RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(res).with_include_synonyms(true).with_include_documentation(true)))
                 }
+                ApiKey::DescribeCluster => b.handle(v, RequestKind::DescribeCluster(DescribeClusterRequest::default().with_endpoint_type(1).with_include_cluster_authorized_operations(true))),
                 ApiKey::OffsetForLeaderEpoch => {
                     use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
                     let req = OffsetForLeaderEpochRequest::default().with_replica_id((-1).into()).with_topics(vec![OffsetForLeaderTopic::default()

@@ -43,6 +43,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("describe_configs", describe_configs),
     ("alter_configs", alter_configs),
     ("offset_for_leader_epoch", offset_for_leader_epoch),
+    ("describe_cluster", describe_cluster),
     ("find_coordinator", find_coordinator),
     ("classic_group", classic_group),
     ("offsets", offsets),
@@ -962,5 +963,24 @@ fn offset_for_leader_epoch(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> 
         obs.record(format!("v{v}"), &ask(t, v, "oracle-ofle", &cases)?);
     }
     obs.record("unknown_topic", &ask(t, 4, "oracle-nope", &[(0, 0, -1)])?);
+    Ok(())
+}
+
+/// DescribeCluster (KIP-700): the broker endpoint at every version, with and
+/// without authorized operations and fenced brokers, and a request for the
+/// controller endpoint sent to a broker.
+fn describe_cluster(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
+    let ask = |t: &mut Target, v: i16, endpoint: i8, ops: bool, fenced: bool| {
+        let req = DescribeClusterRequest::default()
+            .with_endpoint_type(endpoint)
+            .with_include_cluster_authorized_operations(ops)
+            .with_include_fenced_brokers(fenced);
+        call(t, ApiKey::DescribeCluster, v, RequestKind::DescribeCluster(req), |r| Ok(answer!(r, DescribeCluster)))
+    };
+    for v in 0..=2 {
+        obs.record(format!("v{v}"), &ask(t, v, 1, false, false)?);
+        obs.record(format!("v{v}.ops"), &ask(t, v, 1, true, v >= 2)?);
+    }
+    obs.record("controllers_from_a_broker", &ask(t, 1, 2, false, false)?);
     Ok(())
 }
