@@ -156,6 +156,7 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
             fenced: true,
             left: false,
         };
+        tasks.push(tokio::spawn(chronik_net::raft::node::run_cluster_view(shared.clone(), controller.clone())));
         let session = std::time::Duration::from_millis(cluster.session_timeout_ms);
         tasks.push(tokio::spawn(chronik_net::raft::node::run_liveness(shared.clone(), controller.clone(), session)));
         let interval = std::time::Duration::from_millis(cluster.heartbeat_interval_ms);

@@ -45,6 +45,15 @@ def test_quorum_elects_fences_and_readmits(pb, cluster_factory):
     nodes = cluster_factory(3, "--broker-session-timeout-ms", str(SESSION_MS))
     leader = wait_agreement(pb, nodes, {1: False, 2: False, 3: False})
     by_id = {n.node_id: n for n in nodes}
+    # Kafka clients see every broker and the quorum's leader as controller.
+    from confluent_kafka.admin import AdminClient
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        md = AdminClient({"bootstrap.servers": nodes[0].bootstrap}).list_topics(timeout=10)
+        if sorted(md.brokers) == [1, 2, 3] and md.controller_id == leader:
+            break
+        time.sleep(0.2)
+    assert sorted(md.brokers) == [1, 2, 3] and md.controller_id == leader, (md.brokers, md.controller_id)
 
     by_id[leader].kill9()
     rest = [n for n in nodes if n.node_id != leader]
@@ -52,6 +61,13 @@ def test_quorum_elects_fences_and_readmits(pb, cluster_factory):
     want[leader] = True
     new_leader = wait_agreement(pb, rest, want, exclude_leader=leader)
     assert new_leader != leader
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        md = AdminClient({"bootstrap.servers": rest[0].bootstrap}).list_topics(timeout=10)
+        if sorted(md.brokers) == sorted(n.node_id for n in rest):
+            break
+        time.sleep(0.2)
+    assert sorted(md.brokers) == sorted(n.node_id for n in rest), "a fenced broker is not offered to clients"
 
     by_id[leader].start()
     wait_agreement(pb, nodes, {1: False, 2: False, 3: False})

@@ -69,11 +69,20 @@ pub(super) struct Created {
 }
 
 impl Broker {
+    /// Live brokers (in a cluster, the unfenced ones), and the controller id.
+    fn brokers_and_controller(&self, include_fenced: bool) -> (Vec<(i32, String, i32, bool)>, i32) {
+        match self.cluster_view() {
+            Some(v) => (v.brokers.into_iter().filter(|b| include_fenced || !b.3).collect(), v.controller_id),
+            None => (vec![(self.config.node_id, self.config.advertised_host.clone(), self.config.advertised_port, false)], self.config.node_id),
+        }
+    }
+
     fn broker_list(&self) -> Vec<MetadataResponseBroker> {
-        vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(self.config.node_id))
-            .with_host(text(self.config.advertised_host.clone()))
-            .with_port(self.config.advertised_port)]
+        self.brokers_and_controller(false)
+            .0
+            .into_iter()
+            .map(|(id, host, port, _)| MetadataResponseBroker::default().with_node_id(BrokerId(id)).with_host(text(host)).with_port(port))
+            .collect()
     }
 
     fn topic_metadata(&self, topic: &Topic, version: i16) -> MetadataResponseTopic {
@@ -115,10 +124,12 @@ impl Broker {
         t
     }
 
-    /// DescribeCluster (KIP-700): this broker is the cluster and its own
-    /// controller, as Metadata says. Only the broker endpoint is served.
+    /// DescribeCluster (KIP-700): a single broker is the cluster and its own
+    /// controller; in a cluster, the brokers and controller of the quorum's
+    /// image. Only the broker endpoint is served.
     pub(super) fn describe_cluster(&self, request: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
-        let mut r = DescribeClusterResponse::default().with_cluster_id(text(self.cluster_id())).with_controller_id(BrokerId(self.config.node_id));
+        let (brokers, controller) = self.brokers_and_controller(request.include_fenced_brokers);
+        let mut r = DescribeClusterResponse::default().with_cluster_id(text(self.cluster_id())).with_controller_id(BrokerId(controller));
         r.error_message = None;
         r.cluster_authorized_operations = if request.include_cluster_authorized_operations { CLUSTER_OPERATIONS } else { AUTHORIZED_OPERATIONS_OMITTED };
         if version >= 1 {
@@ -131,11 +142,12 @@ impl Broker {
                 return r;
             }
         }
-        r.brokers = vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(self.config.node_id))
-            .with_host(text(self.config.advertised_host.clone()))
-            .with_port(self.config.advertised_port)
-            .with_rack(None)];
+        r.brokers = brokers
+            .into_iter()
+            .map(|(id, host, port, fenced)| {
+                DescribeClusterBroker::default().with_broker_id(BrokerId(id)).with_host(text(host)).with_port(port).with_rack(None).with_is_fenced(fenced)
+            })
+            .collect();
         r
     }
 
@@ -145,7 +157,7 @@ impl Broker {
             response.cluster_id = Some(text(self.cluster_id()));
         }
         if version >= 1 {
-            response.controller_id = BrokerId(self.config.node_id);
+            response.controller_id = BrokerId(self.brokers_and_controller(false).1);
         }
         if (8..=10).contains(&version) {
             response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;

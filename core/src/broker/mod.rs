@@ -122,6 +122,18 @@ pub struct Broker {
     offsets_log: Mutex<groups::OffsetsLog>,
     /// Serializes topic config changes (taken before `state`).
     config_changes: Mutex<()>,
+    /// In a cluster: the brokers and the controller as the quorum's image
+    /// has them (set by the network layer as the image changes).
+    cluster_view: RwLock<Option<ClusterView>>,
+}
+
+/// The cluster as Kafka clients are told about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// The controller quorum's leader (-1 while there is none).
+    pub controller_id: i32,
+    /// (id, host, Kafka port, fenced)
+    pub brokers: Vec<(i32, String, i32, bool)>,
 }
 
 fn open_partition(
@@ -164,7 +176,7 @@ impl Broker {
             topics.insert(record.name.clone(), Arc::new(Topic { record: record.clone(), partitions }));
         }
         let groups = Arc::new(Mutex::new(crate::group::Groups::new(config.group.clone(), rng.clone())));
-        let broker = Broker { config, disk, clock, rng, state: RwLock::new(State { catalog, topics, next_producer_id }), groups, offsets_log: Mutex::default(), config_changes: Mutex::default() };
+        let broker = Broker { config, disk, clock, rng, state: RwLock::new(State { catalog, topics, next_producer_id }), groups, offsets_log: Mutex::default(), config_changes: Mutex::default(), cluster_view: RwLock::default() };
         broker.remove_orphans();
         broker.load_groups();
         Ok(broker)
@@ -192,6 +204,15 @@ impl Broker {
 
     fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().expect("broker state poisoned")
+    }
+
+    /// Sets what Metadata and DescribeCluster say about the cluster.
+    pub fn set_cluster_view(&self, view: Option<ClusterView>) {
+        *self.cluster_view.write().expect("cluster view poisoned") = view;
+    }
+
+    pub(crate) fn cluster_view(&self) -> Option<ClusterView> {
+        self.cluster_view.read().expect("cluster view poisoned").clone()
     }
 
     pub fn config(&self) -> &BrokerConfig {

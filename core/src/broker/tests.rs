@@ -548,3 +548,25 @@ fn a_search_index_rebuild_indexes_the_log_again_without_repeating_live_hits() {
     indexer.run_once(2);
     assert_eq!(seen.lock().unwrap().len(), 11, "new records still reach them");
 }
+
+#[test]
+fn metadata_and_describe_cluster_follow_the_cluster_view() {
+    let disk = SimDisk::new(11);
+    let b = broker_on(&disk);
+    b.set_cluster_view(Some(ClusterView {
+        controller_id: 3,
+        brokers: vec![(1, "h1".into(), 9092, false), (2, "h2".into(), 9092, true), (3, "h3".into(), 9092, false)],
+    }));
+    let ResponseKind::Metadata(m) = b.handle(12, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])))) else { panic!() };
+    assert_eq!(m.brokers.iter().map(|x| x.node_id.0).collect::<Vec<_>>(), vec![1, 3], "fenced brokers are not offered to clients");
+    assert_eq!(m.controller_id.0, 3);
+    let ask = |fenced: bool| {
+        let req = DescribeClusterRequest::default().with_endpoint_type(1).with_include_fenced_brokers(fenced);
+        let ResponseKind::DescribeCluster(r) = b.handle(2, RequestKind::DescribeCluster(req)) else { panic!() };
+        r.brokers.iter().map(|x| (x.broker_id.0, x.is_fenced)).collect::<Vec<_>>()
+    };
+    assert_eq!(ask(false), vec![(1, false), (3, false)]);
+    assert_eq!(ask(true), vec![(1, false), (2, true), (3, false)]);
+    b.set_cluster_view(None);
+    assert_eq!(ask(false), vec![(1, false)]);
+}

@@ -345,3 +345,24 @@ pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, 
         }
     }
 }
+
+/// Keeps the broker's view of the cluster (what Metadata and
+/// DescribeCluster say) in step with the quorum's image and leader.
+pub async fn run_cluster_view(shared: Arc<crate::Shared>, controller: Controller) {
+    loop {
+        // Listen before reading, so no change slips between the two.
+        let changed = controller.sm.changed();
+        let view = controller.sm.with_image(|img| chronik_core::broker::ClusterView {
+            controller_id: controller.leader().map_or(-1, |l| l as i32),
+            brokers: img.brokers.values().map(|b| (b.id, b.host.clone(), b.kafka_port, b.fenced)).collect(),
+        });
+        shared.broker.set_cluster_view(Some(view));
+        tokio::select! {
+            biased;
+            _ = shared.stopped() => return,
+            _ = changed => {}
+            // Leadership changes do not go through the state machine.
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
