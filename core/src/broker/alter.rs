@@ -1,9 +1,11 @@
 //! AlterConfigs and IncrementalAlterConfigs: changing a topic's config
 //! overrides at run time (`search.enabled`, retention, segment sizes, ...).
 //!
-//! Both end in [`Broker::set_topic_configs`]: the new overrides are
-//! validated as a whole, persisted in the catalogue (fsynced) before the
-//! answer, and then take effect: the partition logs get their new settings
+//! Both (and the gRPC admin service) end in `Broker::update_topic_configs`:
+//! the new overrides are computed from the current ones under the catalogue
+//! lock (config changes are serialized, so none is lost), validated as a
+//! whole, persisted in the catalogue (fsynced) before the answer, and then
+//! take effect: the partition logs get their new settings
 //! (retention applies at the next retention pass, segment sizes at the next
 //! roll) and request handlers and the search indexer see the new topic
 //! record. Broker configs are static (flags, environment, config file): a
