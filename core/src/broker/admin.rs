@@ -37,9 +37,9 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 const CLUSTER_OPERATIONS: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 /// DescribeCluster endpoint types.
 const ENDPOINT_BROKERS: i8 = 1;
-/// DescribeConfigs resource types.
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
+/// Config resource types (DescribeConfigs, AlterConfigs, IncrementalAlterConfigs).
+pub(super) const RESOURCE_TOPIC: i8 = 2;
+pub(super) const RESOURCE_BROKER: i8 = 4;
 /// DescribeConfigs config sources.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
@@ -69,8 +69,10 @@ pub(super) struct Created {
 }
 
 impl Broker {
-    /// Live brokers (in a cluster, the unfenced ones), and the controller id.
-    fn brokers_and_controller(&self, include_fenced: bool) -> (Vec<(i32, String, i32, bool)>, i32) {
+    /// The brokers as (id, host, Kafka port, fenced) — in a cluster the
+    /// unfenced ones unless `include_fenced` — and the controller id. What
+    /// Metadata, DescribeCluster and the admin service all report.
+    pub fn brokers_and_controller(&self, include_fenced: bool) -> (Vec<(i32, String, i32, bool)>, i32) {
         match self.cluster_view() {
             Some(v) => (v.brokers.into_iter().filter(|b| include_fenced || !b.3).collect(), v.controller_id),
             None => (vec![(self.config.node_id, self.config.advertised_host.clone(), self.config.advertised_port, false)], self.config.node_id),

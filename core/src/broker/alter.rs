@@ -21,11 +21,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::admin::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{validate_topic_name, Broker, Topic};
 use crate::config::{topic_config_def, validate_topic_configs, ConfigType};
-
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
 
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
@@ -58,46 +56,53 @@ fn list_items(v: &str) -> Vec<String> {
 
 impl Broker {
     pub(super) fn alter_configs(&self, request: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
-        let responses = request
-            .resources
-            .into_iter()
-            .map(|res| {
-                let changes: Vec<Change> = res
-                    .configs
-                    .iter()
-                    .map(|c| Change { name: c.name.to_string(), op: OP_SET, value: c.value.as_ref().map(|v| v.to_string()) })
-                    .collect();
-                // The legacy API replaces the whole set of overrides.
-                let outcome = self.alter_resource(res.resource_type, &res.resource_name, &changes, true, request.validate_only);
-                let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name);
-                (r.error_code, r.error_message) = answer(outcome);
-                r
+        let resources = request.resources.into_iter().map(|res| {
+            let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: OP_SET, value: c.value.as_ref().map(|v| v.to_string()) });
+            (res.resource_type, res.resource_name, changes.collect())
+        });
+        // The legacy API replaces the whole set of overrides.
+        let responses = self
+            .alter_all(resources, true, request.validate_only)
+            .map(|(rtype, name, error_code, error_message)| {
+                alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(rtype)
+                    .with_resource_name(name)
+                    .with_error_code(error_code)
+                    .with_error_message(error_message)
             })
             .collect();
         AlterConfigsResponse::default().with_responses(responses)
     }
 
     pub(super) fn incremental_alter_configs(&self, request: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
-        let responses = request
-            .resources
-            .into_iter()
-            .map(|res| {
-                let changes: Vec<Change> = res
-                    .configs
-                    .iter()
-                    .map(|c| Change { name: c.name.to_string(), op: c.config_operation, value: c.value.as_ref().map(|v| v.to_string()) })
-                    .collect();
-                let outcome = self.alter_resource(res.resource_type, &res.resource_name, &changes, false, request.validate_only);
-                let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name);
-                (r.error_code, r.error_message) = answer(outcome);
-                r
+        let resources = request.resources.into_iter().map(|res| {
+            let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: c.config_operation, value: c.value.as_ref().map(|v| v.to_string()) });
+            (res.resource_type, res.resource_name, changes.collect())
+        });
+        let responses = self
+            .alter_all(resources, false, request.validate_only)
+            .map(|(rtype, name, error_code, error_message)| {
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(rtype)
+                    .with_resource_name(name)
+                    .with_error_code(error_code)
+                    .with_error_message(error_message)
             })
             .collect();
         IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+
+    /// Applies each resource's changes; yields (type, name, error code, message) per resource.
+    fn alter_all<'a>(
+        &'a self,
+        resources: impl Iterator<Item = (i8, StrBytes, Vec<Change>)> + 'a,
+        replace: bool,
+        validate_only: bool,
+    ) -> impl Iterator<Item = (i8, StrBytes, i16, Option<StrBytes>)> + 'a {
+        resources.map(move |(rtype, name, changes)| {
+            let (code, message) = answer(self.alter_resource(rtype, &name, &changes, replace, validate_only));
+            (rtype, name, code, message)
+        })
     }
 
     fn alter_resource(&self, rtype: i8, name: &str, changes: &[Change], replace: bool, validate_only: bool) -> Result<(), Refusal> {
