@@ -232,22 +232,32 @@ impl Controller {
     }
 }
 
-async fn forward(addr: &str, command: &Command, hops: u32) -> Result<(Applied, u64), ProposeError> {
-    let channel = channel(addr).map_err(ProposeError::Unavailable)?;
-    let mut client = ControllerClient::new(channel);
-    let mut req = Request::new(ProposeRequest { command_json: serde_json::to_vec(command).expect("commands serialize").into(), hops });
+/// A client of the leader's controller service at `addr`.
+fn leader_client(addr: &str) -> Result<ControllerClient<tonic::transport::Channel>, ProposeError> {
+    channel(addr).map(ControllerClient::new).map_err(ProposeError::Unavailable)
+}
+
+/// A forwarded call, with its deadline.
+fn forwarded<T>(message: T) -> Request<T> {
+    let mut req = Request::new(message);
     req.set_timeout(FORWARD_TIMEOUT);
-    let answer = client.propose(req).await.map_err(|s| ProposeError::Unavailable(format!("leader at {addr}: {}", s.message())))?.into_inner();
+    req
+}
+
+fn leader_failed(addr: &str) -> impl Fn(Status) -> ProposeError + '_ {
+    move |s| ProposeError::Unavailable(format!("leader at {addr}: {}", s.message()))
+}
+
+async fn forward(addr: &str, command: &Command, hops: u32) -> Result<(Applied, u64), ProposeError> {
+    let req = forwarded(ProposeRequest { command_json: serde_json::to_vec(command).expect("commands serialize").into(), hops });
+    let answer = leader_client(addr)?.propose(req).await.map_err(leader_failed(addr))?.into_inner();
     let applied = serde_json::from_slice(&answer.applied_json).map_err(|e| ProposeError::Unavailable(format!("leader at {addr} answered badly: {e}")))?;
     Ok((applied, answer.log_index))
 }
 
 async fn forward_heartbeat(addr: &str, node: i32, incarnation: uuid::Uuid, hops: u32) -> Result<Liveness, ProposeError> {
-    let channel = channel(addr).map_err(ProposeError::Unavailable)?;
-    let mut client = ControllerClient::new(channel);
-    let mut req = Request::new(HeartbeatRequest { node_id: node, incarnation: incarnation.to_string(), hops });
-    req.set_timeout(FORWARD_TIMEOUT);
-    let answer = client.heartbeat(req).await.map_err(|s| ProposeError::Unavailable(format!("leader at {addr}: {}", s.message())))?.into_inner();
+    let req = forwarded(HeartbeatRequest { node_id: node, incarnation: incarnation.to_string(), hops });
+    let answer = leader_client(addr)?.heartbeat(req).await.map_err(leader_failed(addr))?.into_inner();
     Ok(Liveness { fenced: answer.fenced, unknown: answer.unknown })
 }
 
