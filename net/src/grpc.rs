@@ -22,14 +22,13 @@ use crate::Shared;
 pub struct AdminService {
     shared: Arc<Shared>,
     search: Option<Arc<SearchService>>,
-    controller: Option<crate::raft::node::Controller>,
 }
 
 impl AdminService {
     /// `search` answers `Search`; without it (no search indexes) the call is
     /// `UNAVAILABLE`.
-    pub fn new(shared: Arc<Shared>, search: Option<Arc<SearchService>>, controller: Option<crate::raft::node::Controller>) -> AdminService {
-        AdminService { shared, search, controller }
+    pub fn new(shared: Arc<Shared>, search: Option<Arc<SearchService>>) -> AdminService {
+        AdminService { shared, search }
     }
 }
 
@@ -144,22 +143,9 @@ impl Admin for AdminService {
 
     async fn describe_cluster(&self, _request: Request<DescribeClusterRequest>) -> Result<Response<DescribeClusterResponse>, Status> {
         let broker = &self.shared.broker;
-        let c = broker.config();
-        if let Some(controller) = &self.controller {
-            let brokers = controller.sm.with_image(|img| {
-                img.brokers
-                    .values()
-                    .map(|b| BrokerDescription { node_id: b.id, host: b.host.clone(), kafka_port: b.kafka_port, fenced: b.fenced })
-                    .collect()
-            });
-            let leader = controller.leader().map_or(-1, |l| l as i32);
-            return Ok(Response::new(DescribeClusterResponse { cluster_id: broker.cluster_id(), controller_id: leader, brokers }));
-        }
-        Ok(Response::new(DescribeClusterResponse {
-            cluster_id: broker.cluster_id(),
-            controller_id: c.node_id,
-            brokers: vec![BrokerDescription { node_id: c.node_id, host: c.advertised_host.clone(), kafka_port: c.advertised_port, fenced: false }],
-        }))
+        let (brokers, controller_id) = broker.brokers_and_controller(true);
+        let brokers = brokers.into_iter().map(|(node_id, host, kafka_port, fenced)| BrokerDescription { node_id, host, kafka_port, fenced }).collect();
+        Ok(Response::new(DescribeClusterResponse { cluster_id: broker.cluster_id(), controller_id, brokers }))
     }
 
     async fn alter_topic_configs(&self, request: Request<AlterTopicConfigsRequest>) -> Result<Response<AlterTopicConfigsResponse>, Status> {
@@ -262,7 +248,7 @@ pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Ar
         }
         None => (None, None),
     };
-    let service = AdminServer::new(AdminService::new(shared.clone(), search, controller));
+    let service = AdminServer::new(AdminService::new(shared.clone(), search));
     let stop = async move { shared.stopped().await };
     let server = tonic::transport::Server::builder().add_service(service).add_optional_service(raft).add_optional_service(proposals);
     #[cfg(not(madsim))]
