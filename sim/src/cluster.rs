@@ -49,13 +49,7 @@ fn rpc_addr(id: u64) -> SocketAddr {
 
 /// A hash of an image that is the same on every node for the same image.
 fn image_hash(image: &Image) -> u64 {
-    let text = serde_json::to_string(image).expect("images serialize");
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::history::fnv1a(crate::history::FNV_OFFSET, serde_json::to_string(image).expect("images serialize").as_bytes())
 }
 
 type Slot = Arc<Mutex<Option<Controller>>>;

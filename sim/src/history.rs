@@ -5,6 +5,18 @@ use std::collections::BTreeMap;
 /// A partition of the simulated topic.
 pub type Partition = i32;
 
+/// FNV-1a: a hash that is the same in every run and process.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Folds `bytes` into the FNV-1a hash `h`.
+pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A produce answered `NONE` (acks=all): `values[i]` is at `base_offset + i`.
@@ -58,12 +70,10 @@ impl History {
 
     /// FNV-1a over every event and the final logs: equal for equal runs.
     pub fn trace_hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut h = FNV_OFFSET;
         let mut eat = |s: &str| {
-            for b in s.bytes().chain(std::iter::once(b'\n')) {
-                h ^= b as u64;
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
+            h = fnv1a(h, s.as_bytes());
+            h = fnv1a(h, b"\n");
         };
         for e in &self.events {
             eat(&format!("{e:?}"));
