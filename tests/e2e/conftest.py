@@ -232,8 +232,13 @@ def broker_factory(request, tmp_path):
         return b
 
     yield make
+    _teardown_all(made)
+
+
+def _teardown_all(brokers) -> None:
+    """Stops every broker, then reports every problem at once."""
     errors = []
-    for b in made:
+    for b in brokers:
         try:
             _teardown(b)
         except BrokerError as e:
@@ -259,14 +264,7 @@ def cluster_factory(request, tmp_path):
         return nodes
 
     yield make
-    errors = []
-    for b in made:
-        try:
-            _teardown(b)
-        except BrokerError as e:
-            errors.append(str(e))
-    if errors:
-        raise BrokerError("; ".join(errors))
+    _teardown_all(made)
 
 
 @pytest.hookimpl(hookwrapper=True)
