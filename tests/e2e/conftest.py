@@ -91,7 +91,28 @@ class Broker:
         with open(self.log_path, "a") as f:
             f.write(f"=== [e2e harness {time.strftime('%H:%M:%S')}] {text}\n")
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+    def _repick_taken_port(self) -> bool:
+        """free_port() releases the port it found, so another process may
+        take it before the broker binds it. If that is why the broker just
+        exited, pick a new port for that listener (never one other nodes or
+        clients already know: the Kafka port after a first start, the RPC
+        port of a cluster member) and say so."""
+        tail = self.log_text().rsplit("=== [e2e harness", 1)[-1]
+        if "Address already in use" not in tail:
+            return False
+        in_cluster = "--controllers" in self.extra_args
+        if "search HTTP API" in tail:
+            self.http_port = free_port()
+        elif "gRPC admin service" in tail and not in_cluster:
+            self.rpc_port = free_port()
+        elif f"cannot listen on {self.bootstrap}" in tail and self.starts == 1 and not in_cluster:
+            self.port = free_port()
+        else:
+            return False
+        self._note("a port was taken before the broker could bind it: retrying with a new one")
+        return True
+
+    def start(self, timeout: float = START_TIMEOUT_S, retries: int = 3) -> None:
         assert self.proc is None, "broker already running"
         if not self.bin_path.exists():
             pytest.fail(f"chronik binary not found at {self.bin_path}: build it with "
@@ -117,6 +138,8 @@ class Broker:
             if rc is not None:
                 self.proc = None
                 self.exits.append(("early", rc))
+                if retries > 0 and self._repick_taken_port():
+                    return self.start(timeout, retries - 1)
                 raise BrokerError(f"chronik exited with code {rc} before accepting "
                                   f"connections on {self.bootstrap}; see its log "
                                   f"{self.log_path}")
