@@ -45,6 +45,12 @@ pub struct BrokerConfig {
     pub message_timestamp_after_max_ms: i64,
     /// The group coordinator's settings.
     pub group: crate::group::GroupConfig,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up with
+    /// its leader's log end for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
+    /// `default.replication.factor`: replicas of auto-created topics and
+    /// of CreateTopics with `replication_factor = -1`.
+    pub default_replication_factor: i32,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +71,8 @@ impl Default for BrokerConfig {
             message_timestamp_before_max_ms: i64::MAX,
             message_timestamp_after_max_ms: 3_600_000,
             group: crate::group::GroupConfig::default(),
+            replica_lag_time_max_ms: 30_000,
+            default_replication_factor: 1,
         }
     }
 }
@@ -304,6 +312,11 @@ impl BrokerConfig {
             get("message.timestamp.before.max.ms", self.message_timestamp_before_max_ms),
             get("message.timestamp.after.max.ms", self.message_timestamp_after_max_ms),
         )
+    }
+
+    /// `min.insync.replicas` of a topic with these overrides.
+    pub fn min_insync_replicas(&self, overrides: &BTreeMap<String, String>) -> usize {
+        self.topic_value(overrides, "min.insync.replicas").trim().parse().unwrap_or(1)
     }
 
     pub fn max_message_bytes(&self, overrides: &BTreeMap<String, String>) -> i32 {

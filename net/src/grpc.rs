@@ -248,9 +248,14 @@ pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Ar
         }
         None => (None, None),
     };
+    let replicas = controller.as_ref().map(|_| crate::replication::ReplicaService::server(shared.clone()));
     let service = AdminServer::new(AdminService::new(shared.clone(), search));
     let stop = async move { shared.stopped().await };
-    let server = tonic::transport::Server::builder().add_service(service).add_optional_service(raft).add_optional_service(proposals);
+    let server = tonic::transport::Server::builder()
+        .add_service(service)
+        .add_optional_service(raft)
+        .add_optional_service(proposals)
+        .add_optional_service(replicas);
     #[cfg(not(madsim))]
     let served = server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener.listener), stop).await;
     #[cfg(madsim)]

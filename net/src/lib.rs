@@ -11,7 +11,9 @@
 //! `--cfg madsim`), so the simulator runs this same code.
 
 pub mod grpc;
+pub mod cluster_admin;
 pub mod raft;
+pub mod replication;
 #[cfg(not(madsim))]
 pub mod http;
 
@@ -43,6 +45,13 @@ pub struct Shared {
     pub appended: Notify,
     /// Signalled after a flush moved some high watermark.
     pub hw_advanced: Notify,
+    /// Signalled after a produce appended records (followers' fetches wait on it).
+    pub records_arrived: Notify,
+    /// Signalled after the broker applied a new controller image.
+    pub cluster_changed: Notify,
+    /// In a cluster: the controller quorum member, for the Kafka admin
+    /// requests that go through it.
+    pub cluster: std::sync::OnceLock<cluster_admin::Cluster>,
     /// Signalled after the group coordinator handled a request or ran its
     /// timers, so waiting JoinGroup/SyncGroup answers look again.
     pub groups_changed: Notify,
@@ -56,6 +65,9 @@ impl Shared {
             broker,
             appended: Notify::new(),
             hw_advanced: Notify::new(),
+            records_arrived: Notify::new(),
+            cluster_changed: Notify::new(),
+            cluster: std::sync::OnceLock::new(),
             groups_changed: Notify::new(),
             shutdown: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -66,6 +78,11 @@ impl Shared {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.shutdown.notify_waiters();
+    }
+
+    /// Whether [`Shared::stop`] has been called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Completes once [`Shared::stop`] has been called.
@@ -198,6 +215,7 @@ fn start(frame: Bytes, shared: &Arc<Shared>, peer: SocketAddr) -> Result<Answer,
             let outcome = shared.broker.produce(p, version);
             if outcome.appended {
                 shared.appended.notify_one();
+                shared.records_arrived.notify_waiters();
             }
             if acks == 0 {
                 return Ok(Box::pin(async { None }));
@@ -229,6 +247,13 @@ fn start(frame: Bytes, shared: &Arc<Shared>, peer: SocketAddr) -> Result<Answer,
                 encode(key, version, correlation_id, response)
             }))
         }
+        body if shared.cluster.get().is_some() && cluster_admin::handles(&body) => {
+            let shared = shared.clone();
+            Ok(Box::pin(async move {
+                let response = cluster_admin::handle(&shared, version, body).await;
+                encode(key, version, correlation_id, response)
+            }))
+        }
         body => {
             let response = shared.broker.handle(version, body);
             let bytes = encode(key, version, correlation_id, response);
@@ -246,14 +271,7 @@ async fn wait_durable(shared: &Shared, mut outcome: ProduceOutcome, timeout: Dur
         let notified = shared.hw_advanced.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        waits.retain(|w| match w.partition.high_watermark() {
-            Some(hw) => hw < w.offset,
-            None => {
-                outcome.fail(w.slot);
-                false
-            }
-        });
-        if waits.is_empty() {
+        if !outcome.settle(&mut waits) {
             break;
         }
         tokio::select! {

@@ -47,6 +47,12 @@ pub struct Settings {
     /// A broker not heard from for this long is fenced (broker.session.timeout.ms) [default: 9000]
     #[arg(long, env = "CHRONIK_BROKER_SESSION_TIMEOUT_MS", hide = true)]
     pub broker_session_timeout_ms: Option<u64>,
+    /// A follower not caught up with its leader for this long leaves the ISR (replica.lag.time.max.ms) [default: 30000]
+    #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS", hide = true)]
+    pub replica_lag_time_max_ms: Option<i64>,
+    /// Replicas of auto-created topics and of CreateTopics without a replication factor (default.replication.factor) [default: 1]
+    #[arg(long, env = "CHRONIK_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i32>,
     /// Partitions of auto-created topics (num.partitions) [default: 1]
     #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
     pub num_partitions: Option<i32>,
@@ -127,6 +133,8 @@ impl Settings {
             node_id: self.node_id.or(file.node_id),
             controllers: self.controllers.or(file.controllers),
             broker_session_timeout_ms: self.broker_session_timeout_ms.or(file.broker_session_timeout_ms),
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms.or(file.replica_lag_time_max_ms),
+            default_replication_factor: self.default_replication_factor.or(file.default_replication_factor),
             num_partitions: self.num_partitions.or(file.num_partitions),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics),
             log_segment_bytes: self.log_segment_bytes.or(file.log_segment_bytes),
@@ -249,6 +257,11 @@ impl Config {
             message_timestamp_before_max_ms: before_max,
             message_timestamp_after_max_ms: after_max,
             group,
+            replica_lag_time_max_ms: s.replica_lag_time_max_ms.unwrap_or(defaults.replica_lag_time_max_ms).max(1),
+            default_replication_factor: match s.default_replication_factor.unwrap_or(defaults.default_replication_factor) {
+                rf if rf < 1 => bail!("--default-replication-factor must be at least 1, not {rf}"),
+                rf => rf,
+            },
         };
         let cluster = match &s.controllers {
             None => None,

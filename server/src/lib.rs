@@ -156,7 +156,12 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
             fenced: true,
             left: false,
         };
+        if shared.cluster.set(chronik_net::cluster_admin::Cluster::new(controller.clone())).is_err() {
+            unreachable!("the cluster handle is set once");
+        }
         tasks.push(tokio::spawn(chronik_net::raft::node::run_cluster_view(shared.clone(), controller.clone())));
+        tasks.push(tokio::spawn(chronik_net::replication::run_replication(shared.clone(), controller.clone())));
+        tasks.push(tokio::spawn(chronik_net::replication::run_isr(shared.clone(), controller.clone())));
         let session = std::time::Duration::from_millis(cluster.session_timeout_ms);
         tasks.push(tokio::spawn(chronik_net::raft::node::run_liveness(shared.clone(), controller.clone(), session)));
         let interval = std::time::Duration::from_millis(cluster.heartbeat_interval_ms);

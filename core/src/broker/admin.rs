@@ -79,9 +79,29 @@ impl Broker {
         }
     }
 
+    /// The controller Kafka clients are told of: the quorum's leader if it
+    /// is a live broker; otherwise this broker (every broker takes admin
+    /// requests and passes them to the quorum, as KRaft brokers forward
+    /// them), so admin clients never wait for a controller to appear.
+    fn kafka_controller_id(&self, quorum_leader: i32) -> i32 {
+        let listed = self.kafka_brokers().iter().any(|b| b.0 == quorum_leader);
+        if listed { quorum_leader } else { self.config.node_id }
+    }
+
+    /// The live brokers Kafka clients are offered: this one too, even
+    /// before the controller has registered it (a client connected to it
+    /// must find the broker it talks to).
+    fn kafka_brokers(&self) -> Vec<(i32, String, i32, bool)> {
+        let mut brokers = self.brokers_and_controller(false).0;
+        if !brokers.iter().any(|b| b.0 == self.config.node_id) {
+            brokers.push((self.config.node_id, self.config.advertised_host.clone(), self.config.advertised_port, false));
+            brokers.sort();
+        }
+        brokers
+    }
+
     fn broker_list(&self) -> Vec<MetadataResponseBroker> {
-        self.brokers_and_controller(false)
-            .0
+        self.kafka_brokers()
             .into_iter()
             .map(|(id, host, port, _)| MetadataResponseBroker::default().with_node_id(BrokerId(id)).with_host(text(host)).with_port(port))
             .collect()
@@ -89,28 +109,57 @@ impl Broker {
 
     fn topic_metadata(&self, topic: &Topic, version: i16) -> MetadataResponseTopic {
         let node = BrokerId(self.config.node_id);
-        let partitions = topic
-            .partitions
-            .iter()
-            .map(|p| {
-                let offline = p.high_watermark().is_none();
-                let mut m = MetadataResponsePartition::default()
-                    .with_partition_index(p.index)
-                    .with_leader_id(if offline { BrokerId(-1) } else { node })
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(if offline { vec![] } else { vec![node] });
-                if offline {
-                    m.error_code = KafkaStorageError.code();
-                    if version >= 5 {
-                        m.offline_replicas = vec![node];
+        let view = self.cluster_view();
+        let cluster = view.as_ref().and_then(|v| v.topics.get(&topic.record.name).filter(|t| t.id == topic.record.id).map(|t| (v, t)));
+        let partitions = match cluster {
+            // The controller's topic: leaders, replicas and ISR from its image.
+            Some((v, t)) => t
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, ps)| {
+                    let ids = |b: &[i32]| b.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+                    let fenced = |b: &i32| v.brokers.iter().find(|x| x.0 == *b).is_none_or(|x| x.3);
+                    let mut m = MetadataResponsePartition::default()
+                        .with_partition_index(i as i32)
+                        .with_leader_id(BrokerId(ps.leader))
+                        .with_replica_nodes(ids(&ps.replicas))
+                        .with_isr_nodes(ids(&ps.isr));
+                    if ps.leader == crate::cluster::image::NO_LEADER {
+                        m.error_code = LeaderNotAvailable.code();
                     }
-                }
-                if version >= 7 {
-                    m.leader_epoch = LEADER_EPOCH;
-                }
-                m
-            })
-            .collect();
+                    if version >= 5 {
+                        m.offline_replicas = ps.replicas.iter().filter(|b| fenced(b)).map(|b| BrokerId(*b)).collect();
+                    }
+                    if version >= 7 {
+                        m.leader_epoch = ps.leader_epoch;
+                    }
+                    m
+                })
+                .collect(),
+            None => topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let offline = p.high_watermark().is_none();
+                    let mut m = MetadataResponsePartition::default()
+                        .with_partition_index(p.index)
+                        .with_leader_id(if offline { BrokerId(-1) } else { node })
+                        .with_replica_nodes(vec![node])
+                        .with_isr_nodes(if offline { vec![] } else { vec![node] });
+                    if offline {
+                        m.error_code = KafkaStorageError.code();
+                        if version >= 5 {
+                            m.offline_replicas = vec![node];
+                        }
+                    }
+                    if version >= 7 {
+                        m.leader_epoch = LEADER_EPOCH;
+                    }
+                    m
+                })
+                .collect(),
+        };
         let mut t = MetadataResponseTopic::default()
             .with_name(Some(TopicName(text(topic.record.name.clone()))))
             .with_partitions(partitions);
@@ -131,6 +180,7 @@ impl Broker {
     /// image. Only the broker endpoint is served.
     pub(super) fn describe_cluster(&self, request: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
         let (brokers, controller) = self.brokers_and_controller(request.include_fenced_brokers);
+        let controller = self.kafka_controller_id(controller);
         let mut r = DescribeClusterResponse::default().with_cluster_id(text(self.cluster_id())).with_controller_id(BrokerId(controller));
         r.error_message = None;
         r.cluster_authorized_operations = if request.include_cluster_authorized_operations { CLUSTER_OPERATIONS } else { AUTHORIZED_OPERATIONS_OMITTED };
@@ -159,7 +209,7 @@ impl Broker {
             response.cluster_id = Some(text(self.cluster_id()));
         }
         if version >= 1 {
-            response.controller_id = BrokerId(self.brokers_and_controller(false).1);
+            response.controller_id = BrokerId(self.kafka_controller_id(self.brokers_and_controller(false).1));
         }
         if (8..=10).contains(&version) {
             response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
@@ -174,7 +224,9 @@ impl Broker {
             response.topics = self.topics().iter().map(|t| self.topic_metadata(t, version)).collect();
             return response;
         };
-        let auto_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
+        // In a cluster the controller creates topics: the network layer does
+        // that for the topics this answer names unknown.
+        let auto_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation) && self.cluster_view().is_none();
         for rt in requested {
             // A topic id (v10+) names the topic even when a name is also sent, as in Kafka.
             let name = if rt.topic_id.is_nil() { rt.name } else { None };
@@ -249,7 +301,7 @@ impl Broker {
         if self.read_state().catalog.topics.contains_key(name) {
             return Err(exists());
         }
-        let record = TopicRecord { name: name.to_string(), id: self.new_topic_id(), partitions, configs };
+        let record = TopicRecord { name: name.to_string(), id: self.new_topic_id(), partitions, configs, created_index: None };
         if validate_only {
             return Ok(Created { record });
         }
@@ -275,14 +327,14 @@ impl Broker {
         Ok(Created { record })
     }
 
-    fn new_topic_id(&self) -> Uuid {
+    pub(super) fn new_topic_id(&self) -> Uuid {
         let mut b = self.rng.bytes16();
         b[6] = (b[6] & 0x0f) | 0x40; // version 4
         b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
         Uuid::from_bytes(b)
     }
 
-    fn described_topic_configs(&self, record: &TopicRecord) -> Vec<CreatableTopicConfigs> {
+    pub(super) fn described_topic_configs(&self, record: &TopicRecord) -> Vec<CreatableTopicConfigs> {
         TOPIC_CONFIGS
             .iter()
             .map(|d| {
@@ -605,21 +657,28 @@ impl Broker {
         DescribeConfigsResponse::default().with_results(results)
     }
 
-    pub(super) fn init_producer_id(&self, request: InitProducerIdRequest, _version: i16) -> InitProducerIdResponse {
+    /// InitProducerId's refusal of a request, if it is refused.
+    pub fn init_producer_id_refusal(request: &InitProducerIdRequest) -> Option<InitProducerIdResponse> {
         let mut response = InitProducerIdResponse::default();
+        response.producer_id = (-1).into();
+        response.producer_epoch = -1;
         if request.transactional_id.as_ref().is_some_and(|id| id.is_empty()) {
             response.error_code = InvalidRequest.code();
-            response.producer_id = (-1).into();
-            response.producer_epoch = -1;
-            return response;
+            return Some(response);
         }
         if request.transactional_id.is_some() {
             response.error_code = TransactionalIdAuthorizationFailed.code();
-            response.producer_id = (-1).into();
-            response.producer_epoch = -1;
             tracing::info!("InitProducerId with a transactional id refused: transactions are not supported yet");
-            return response;
+            return Some(response);
         }
+        None
+    }
+
+    pub(super) fn init_producer_id(&self, request: InitProducerIdRequest, _version: i16) -> InitProducerIdResponse {
+        if let Some(refused) = Self::init_producer_id_refusal(&request) {
+            return refused;
+        }
+        let mut response = InitProducerIdResponse::default();
         // A non-transactional producer always gets a fresh id at epoch 0,
         // as Kafka does; ids are reserved on disk in blocks so that no id is
         // handed out twice across restarts.

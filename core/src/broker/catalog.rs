@@ -27,6 +27,11 @@ pub struct TopicRecord {
     pub id: Uuid,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+    /// In a cluster: the controller log index that created it (the topic is
+    /// the controller's, reconciled with its image). `None`: this broker's
+    /// own topic (a single node's, or an internal one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_index: Option<u64>,
 }
 
 impl TopicRecord {

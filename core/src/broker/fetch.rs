@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 
-use super::{Broker, Partition, LEADER_EPOCH};
+use super::{Broker, Partition};
 
 /// A fetch answer and how much it carries, for the long-poll decision.
 pub struct FetchOutcome {
@@ -26,12 +26,13 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 const EARLIEST_PENDING_UPLOAD: i64 = -6;
 
-/// Checks a client's idea of the leader epoch against ours.
-fn check_leader_epoch(current_leader_epoch: i32) -> Result<(), ResponseError> {
+/// Checks that this broker leads the partition and the client's idea of
+/// the leader epoch against ours; returns ours.
+fn check_leader_epoch(partition: &Partition, current_leader_epoch: i32) -> Result<i32, ResponseError> {
+    let ours = partition.serving_epoch()?;
     match current_leader_epoch {
-        e if e < 0 => Ok(()),
-        e if e == LEADER_EPOCH => Ok(()),
-        e if e > LEADER_EPOCH => Err(UnknownLeaderEpoch),
+        e if e < 0 || e == ours => Ok(ours),
+        e if e > ours => Err(UnknownLeaderEpoch),
         _ => Err(FencedLeaderEpoch),
     }
 }
@@ -64,7 +65,7 @@ impl Broker {
                 let result = match (&topic, partition) {
                     (None, _) if version >= 13 => Err(UnknownTopicId),
                     (None, _) | (Some(_), None) => Err(UnknownTopicOrPartition),
-                    (Some(_), Some(p)) => check_leader_epoch(fp.current_leader_epoch).and_then(|()| {
+                    (Some(_), Some(p)) => check_leader_epoch(p, fp.current_leader_epoch).and_then(|_| {
                         let budget = response_max.saturating_sub(total).min(fp.partition_max_bytes.max(0) as usize);
                         self.fetch_partition(p, fp.fetch_offset, budget, total == 0, &mut pd)
                     }),
@@ -138,17 +139,17 @@ impl Broker {
                 let partition = topic.as_ref().and_then(|t| t.partition(lp.partition_index));
                 let result = match partition {
                     None => Err(UnknownTopicOrPartition),
-                    Some(p) => check_leader_epoch(lp.current_leader_epoch).and_then(|()| self.offset_for(p, lp.timestamp)),
+                    Some(p) => check_leader_epoch(p, lp.current_leader_epoch).and_then(|epoch| Ok((self.offset_for(p, lp.timestamp)?, epoch))),
                 };
                 match result {
-                    Ok(Some((offset, timestamp))) => {
+                    Ok((Some((offset, timestamp)), epoch)) => {
                         r.offset = offset;
                         r.timestamp = timestamp;
                         if version >= 4 {
-                            r.leader_epoch = LEADER_EPOCH;
+                            r.leader_epoch = epoch;
                         }
                     }
-                    Ok(None) => {}
+                    Ok((None, _)) => {}
                     Err(e) => r.error_code = e.code(),
                 }
                 partitions.push(r);
@@ -173,13 +174,13 @@ impl Broker {
                         let mut r = EpochEndOffset::default().with_partition(p.partition).with_leader_epoch(-1).with_end_offset(-1);
                         let answer = match topic.as_ref().and_then(|tp| tp.partition(p.partition)) {
                             None => Err(UnknownTopicOrPartition),
-                            Some(part) => check_leader_epoch(p.current_leader_epoch).and_then(|()| {
+                            Some(part) => check_leader_epoch(part, p.current_leader_epoch).and_then(|ours| {
                                 let guard = part.lock();
                                 match guard.as_ref() {
                                     // A leader's epoch begins at its log end when it takes over, even
                                     // before its first batch: so an empty log answers the current epoch.
-                                    Ok(log) if log.offline().is_none() && log.epoch_starts().is_empty() && p.leader_epoch >= LEADER_EPOCH => {
-                                        Ok((LEADER_EPOCH, log.log_end_offset()))
+                                    Ok(log) if log.offline().is_none() && log.epoch_starts().is_empty() && p.leader_epoch >= ours => {
+                                        Ok((ours, log.log_end_offset()))
                                     }
                                     Ok(log) if log.offline().is_none() => Ok(log.end_offset_for_epoch(p.leader_epoch)),
                                     _ => Err(KafkaStorageError),

@@ -9,11 +9,13 @@
 
 mod admin;
 mod alter;
+pub mod cluster_admin;
 pub mod ops;
 pub mod catalog;
 mod fetch;
 mod groups;
 mod produce;
+pub mod replication;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
@@ -50,16 +52,23 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// One partition: its log, or why it is offline.
+/// One partition: its log (or why it is offline) and this broker's role
+/// for it (lock order: the log, then the role).
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     log: Mutex<Result<PartitionLog, String>>,
+    role: Mutex<replication::Role>,
 }
 
 impl Partition {
     fn lock(&self) -> MutexGuard<'_, Result<PartitionLog, String>> {
         self.log.lock().expect("partition lock poisoned")
+    }
+
+    /// The partition's log, or why it is offline.
+    pub fn lock_log(&self) -> MutexGuard<'_, Result<PartitionLog, String>> {
+        self.lock()
     }
 
     /// The log end offset, or `None` if the partition is offline.
@@ -122,18 +131,20 @@ pub struct Broker {
     offsets_log: Mutex<groups::OffsetsLog>,
     /// Serializes topic config changes (taken before `state`).
     config_changes: Mutex<()>,
-    /// In a cluster: the brokers and the controller as the quorum's image
-    /// has them (set by the network layer as the image changes).
+    /// In a cluster: the brokers, topics and controller as the quorum's
+    /// image has them (set as the image changes).
     cluster_view: RwLock<Option<ClusterView>>,
 }
 
 /// The cluster as Kafka clients are told about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterView {
     /// The controller quorum's leader (-1 while there is none).
     pub controller_id: i32,
     /// (id, host, Kafka port, fenced)
     pub brokers: Vec<(i32, String, i32, bool)>,
+    /// The controller's topics: replicas, leaders, ISR and epochs.
+    pub topics: BTreeMap<String, crate::cluster::image::TopicState>,
 }
 
 fn open_partition(
@@ -144,11 +155,21 @@ fn open_partition(
     now_ms: i64,
 ) -> Arc<Partition> {
     let dir = record.partition_dir(index);
-    let log = PartitionLog::open(disk.clone(), &dir, config.log_config(&record.configs), now_ms).map_err(|e| {
+    let log = PartitionLog::open(disk.clone(), &dir, config.log_config(&record.configs), now_ms).map(|mut log| {
+        if record.created_index.is_some() {
+            // A cluster topic: nothing is known committed until its leader
+            // says so (a restart forgets the high watermark).
+            let start = log.log_start_offset();
+            log.set_replicated_hw(Some(start));
+        }
+        log
+    });
+    let log = log.map_err(|e| {
         tracing::error!(topic = %record.name, partition = index, error = %e, "partition is offline: its log could not be opened");
         e.to_string()
     });
-    Arc::new(Partition { topic: record.name.clone(), index, log: Mutex::new(log) })
+    let role = if record.created_index.is_some() { replication::Role::Unavailable { leader_epoch: -1 } } else { replication::Role::Solo };
+    Arc::new(Partition::new(record.name.clone(), index, log, role))
 }
 
 impl Broker {
@@ -294,6 +315,7 @@ impl Broker {
                     Ok(()) => {
                         log.flushed(offset);
                         log.checkpoint_if_due(self.clock.now_ms());
+                        self.on_flushed(&p, log);
                         advanced = true;
                     }
                     Err(e) => {

@@ -57,8 +57,12 @@ fn check_replication_factor(rf: i32) -> Result<(), Refusal> {
 }
 
 impl Broker {
+    /// A topic as this broker sees it: offsets of its local replicas, and
+    /// in a cluster the leader, replicas and ISR from the controller.
     pub fn describe_topic(&self, topic: &Topic) -> TopicInfo {
         let me = self.config.node_id;
+        let view = self.cluster_view();
+        let cluster = view.as_ref().and_then(|v| v.topics.get(&topic.record.name).filter(|t| t.id == topic.record.id));
         let partitions = topic
             .partitions
             .iter()
@@ -68,12 +72,16 @@ impl Broker {
                     Err(e) => (Some(e.clone()), -1, -1, -1),
                     Ok(log) => (log.offline().map(str::to_string), log.log_start_offset(), log.high_watermark(), log.log_end_offset()),
                 };
+                let (leader, leader_epoch, replicas, isr) = match cluster.and_then(|t| t.partitions.get(p.index as usize)) {
+                    Some(ps) => (ps.leader, ps.leader_epoch, ps.replicas.clone(), ps.isr.clone()),
+                    None => (if offline.is_some() { -1 } else { me }, LEADER_EPOCH, vec![me], vec![me]),
+                };
                 PartitionInfo {
                     partition: p.index,
-                    leader: if offline.is_some() { -1 } else { me },
-                    leader_epoch: LEADER_EPOCH,
-                    replicas: vec![me],
-                    isr: vec![me],
+                    leader,
+                    leader_epoch,
+                    replicas,
+                    isr,
                     log_start_offset: start,
                     high_watermark: hw,
                     log_end_offset: leo,

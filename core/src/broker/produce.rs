@@ -9,13 +9,17 @@ use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, Part
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Broker, Partition, LEADER_EPOCH};
+use super::replication::AckState;
+use super::{Broker, Partition};
 use crate::producer::{SequenceCheck, SequenceError};
 
 /// An `acks=all` partition whose answer waits until its HW reaches `offset`.
 pub struct DurableWait {
     pub partition: Arc<Partition>,
     pub offset: i64,
+    /// The leader epoch it was appended at: if this broker stops leading
+    /// it, the append may be cut off and is never acknowledged.
+    pub leader_epoch: i32,
     /// Where its answer is in the response: (topic index, partition index).
     pub slot: (usize, usize),
 }
@@ -37,10 +41,24 @@ impl ProduceOutcome {
         }
     }
 
-    /// Marks a partition whose wait can never complete (it went offline).
-    pub fn fail(&mut self, slot: (usize, usize)) {
+    /// Marks a partition whose wait can never complete (it went offline,
+    /// or this broker stopped leading it).
+    pub fn fail(&mut self, slot: (usize, usize), error: ResponseError) {
         let r = &mut self.response.responses[slot.0].partition_responses[slot.1];
-        r.error_code = KafkaStorageError.code();
+        r.error_code = error.code();
+    }
+
+    /// Answers the waits that are settled; returns whether any is left.
+    pub fn settle(&mut self, waits: &mut Vec<DurableWait>) -> bool {
+        waits.retain(|w| match w.partition.ack_state(w.leader_epoch, w.offset) {
+            AckState::Committed => false,
+            AckState::Waiting => true,
+            AckState::Lost(e) => {
+                self.fail(w.slot, e);
+                false
+            }
+        });
+        !waits.is_empty()
     }
 }
 
@@ -53,6 +71,25 @@ struct Rejection {
     /// The records refused one by one (`INVALID_TIMESTAMP`): index in the
     /// partition's records, and why.
     record_errors: Vec<(i32, String)>,
+}
+
+/// What a partition's records must respect.
+struct Limits<'a> {
+    max_message_bytes: i32,
+    /// How far (before, after) the broker's clock record timestamps may lie.
+    window: (i64, i64),
+    acks: i16,
+    configs: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// Where a partition's records went.
+struct PartitionAppend {
+    base_offset: i64,
+    last_offset: i64,
+    log_start_offset: i64,
+    /// New data (not a duplicate answered with its first offsets).
+    fresh: bool,
+    leader_epoch: i32,
 }
 
 fn reject(error: ResponseError, message: impl Into<String>) -> Rejection {
@@ -85,18 +122,19 @@ impl Broker {
                         Some((t, p)) => {
                             let max = self.config.max_message_bytes(&t.record.configs);
                             let window = self.config.timestamp_window(&t.record.configs);
-                            self.append_partition(p, data.records, max, window, now).map(|appended| (p.clone(), appended))
+                            let limits = Limits { max_message_bytes: max, window, acks, configs: &t.record.configs };
+                            self.append_partition(p, data.records, limits, now).map(|appended| (p.clone(), appended))
                         }
                     }
                 };
                 match result {
-                    Ok((partition, (base_offset, last_offset, log_start_offset, fresh))) => {
-                        appended |= fresh;
-                        r.base_offset = base_offset;
+                    Ok((partition, a)) => {
+                        appended |= a.fresh;
+                        r.base_offset = a.base_offset;
                         r.log_append_time_ms = -1;
-                        r.log_start_offset = log_start_offset;
+                        r.log_start_offset = a.log_start_offset;
                         if acks == -1 {
-                            waits.push(DurableWait { partition, offset: last_offset + 1, slot: (ti, pi) });
+                            waits.push(DurableWait { partition, offset: a.last_offset + 1, leader_epoch: a.leader_epoch, slot: (ti, pi) });
                         }
                     }
                     Err(rej) => {
@@ -127,16 +165,9 @@ impl Broker {
         ProduceOutcome { response: ProduceResponse::default().with_responses(responses), waits, appended }
     }
 
-    /// Validates and appends one partition's records. Returns
-    /// (base offset, last offset, log start offset, whether it was new data).
-    fn append_partition(
-        &self,
-        partition: &Partition,
-        records: Option<bytes::Bytes>,
-        max_message_bytes: i32,
-        (before_max, after_max): (i64, i64),
-        now: i64,
-    ) -> Result<(i64, i64, i64, bool), Rejection> {
+    /// Validates and appends one partition's records.
+    fn append_partition(&self, partition: &Partition, records: Option<bytes::Bytes>, limits: Limits<'_>, now: i64) -> Result<PartitionAppend, Rejection> {
+        let Limits { max_message_bytes, window: (before_max, after_max), acks, configs } = limits;
         let records = records.filter(|r| !r.is_empty()).ok_or_else(|| reject(InvalidRecord, "produce request has no records"))?;
         // Validate every batch before appending any, so a request is all or nothing.
         let mut batches = Vec::new();
@@ -174,6 +205,12 @@ impl Broker {
         if let Some(why) = log.offline() {
             return Err(reject(KafkaStorageError, why.to_string()));
         }
+        let leader_epoch = partition.serving_epoch().map_err(|e| reject(e, format!("this broker does not lead {}-{}", partition.topic, partition.index)))?;
+        if acks == -1 {
+            if let Err((isr, min)) = self.enough_replicas(partition, configs) {
+                return Err(reject(NotEnoughReplicas, format!("{isr} replicas in sync, min.insync.replicas is {min}")));
+            }
+        }
         // Record timestamps must lie in [now - before, now + after], as Kafka
         // checks them; the header's bounds decide quickly, the records themselves
         // only when a bound is crossed.
@@ -206,7 +243,8 @@ impl Broker {
                 Ok(SequenceCheck::Append) => {}
                 Ok(SequenceCheck::Duplicate(meta)) => {
                     tracing::debug!(producer_id = h.producer_id, seq = h.base_sequence, "duplicate batch answered with its original offsets");
-                    return Ok((meta.base_offset, meta.last_offset, log.log_start_offset(), false));
+                    let (base_offset, last_offset, log_start_offset) = (meta.base_offset, meta.last_offset, log.log_start_offset());
+                    return Ok(PartitionAppend { base_offset, last_offset, log_start_offset, fresh: false, leader_epoch });
                 }
                 Err(e) => {
                     let error = match e {
@@ -222,10 +260,11 @@ impl Broker {
             log.roll_now(now).map_err(|e| reject(KafkaStorageError, e.to_string()))?;
         }
         let batches = batches.iter().map(|(_, start, end)| records[*start..*end].to_vec()).collect();
-        let appended = log.append_batches(batches, LEADER_EPOCH, now).map_err(|e| {
+        let appended = log.append_batches(batches, leader_epoch, now).map_err(|e| {
             tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
             reject(KafkaStorageError, e.to_string())
         })?;
-        Ok((appended.base_offset, appended.last_offset, log.log_start_offset(), true))
+        let log_start_offset = log.log_start_offset();
+        Ok(PartitionAppend { base_offset: appended.base_offset, last_offset: appended.last_offset, log_start_offset, fresh: true, leader_epoch })
     }
 }

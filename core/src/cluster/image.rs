@@ -66,6 +66,11 @@ pub struct PartitionState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicState {
     pub id: Uuid,
+    /// The controller log index that created it: a broker whose image has
+    /// applied past this and no longer has the topic knows it was deleted
+    /// (an image older than the creation says nothing).
+    #[serde(default)]
+    pub created_index: u64,
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<PartitionState>,
 }
@@ -76,10 +81,19 @@ pub struct Image {
     pub topics: BTreeMap<String, TopicState>,
     /// Producer ids below this have been handed out.
     pub next_producer_id: i64,
+    /// The controller log index of the last command applied.
+    #[serde(default)]
+    pub applied_index: u64,
+    /// The cluster's id: the first broker to ask names it; every broker's
+    /// data directory must then carry it (Kafka's cluster id check).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// Names the cluster, unless it is named already (then nothing changes).
+    InitCluster { cluster_id: String },
     /// A broker (re)starts. It is fenced until it asks to be unfenced. A
     /// registration with another incarnation while the registered one is
     /// unfenced (alive) is refused: two processes with one node id.
@@ -162,10 +176,22 @@ impl Image {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
 
+    /// Applies the command at controller log `index`.
+    pub fn apply_at(&mut self, index: u64, command: &Command) -> Applied {
+        self.applied_index = index;
+        self.apply(command)
+    }
+
     /// Applies one command. Deterministic: the same image and command give
     /// the same result on every node.
     pub fn apply(&mut self, command: &Command) -> Applied {
         match command {
+            Command::InitCluster { cluster_id } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(cluster_id.clone());
+                }
+                Applied::Done
+            }
             Command::RegisterBroker { info } => {
                 match self.brokers.get(&info.id) {
                     // A retry of the same registration.
@@ -226,7 +252,7 @@ impl Image {
                 }
                 let live = |b: NodeId| self.live(b);
                 let partitions = assignment.iter().map(|r| PartitionState::new(r.clone(), live)).collect();
-                self.topics.insert(name.clone(), TopicState { id: *id, configs: configs.clone(), partitions });
+                self.topics.insert(name.clone(), TopicState { id: *id, created_index: self.applied_index, configs: configs.clone(), partitions });
                 Applied::Done
             }
             Command::DeleteTopic { name } => match self.topics.remove(name) {

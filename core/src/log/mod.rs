@@ -5,9 +5,13 @@
 //! - `log_start_offset`: the base offset of the oldest segment (retention
 //!   deletes whole segments and so moves it forward);
 //! - `log_end_offset` (LEO): the offset the next batch gets;
-//! - `high_watermark` (HW): the end of the durable prefix. On one node, data
-//!   becomes visible to consumers and `acks=all` is answered only once it is
-//!   fsynced, so a consumer never reads a record that a crash could take back.
+//! - the durable end: the end of the prefix fsynced on this broker;
+//! - `high_watermark` (HW): the end of the committed prefix. On one node it is
+//!   the durable end: data becomes visible to consumers and `acks=all` is
+//!   answered only once it is fsynced, so a consumer never reads a record
+//!   that a crash could take back. In a cluster the partition's leader sets a
+//!   lower limit (the least durable end over the ISR, see
+//!   `cluster::replica`) and followers take the leader's.
 //!
 //! # Recovery
 //! Sealed segments were synced when they were sealed; their indexes are
@@ -72,6 +76,9 @@ pub enum LogError {
     Corrupt { path: String, position: u64, reason: BatchError },
     #[error("the log is offline after an earlier I/O failure: {0}")]
     Offline(String),
+    /// Replicated batches that do not continue this log (nothing written).
+    #[error("replicated batches refused: {0}")]
+    NotContiguous(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -96,7 +103,11 @@ pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
     segments: Vec<Segment>,
-    high_watermark: i64,
+    /// Everything below it is fsynced.
+    durable_end: i64,
+    /// In a cluster: the high watermark replication allows (the HW is the
+    /// lower of this and the durable end).
+    replicated_hw: Option<i64>,
     pub producers: ProducerStates,
     /// Everything below this offset was synced when it was last recorded:
     /// recovery treats damage below it as corruption, not as a torn tail.
@@ -116,7 +127,8 @@ impl std::fmt::Debug for PartitionLog {
             .field("dir", &self.dir)
             .field("log_start_offset", &self.log_start_offset())
             .field("log_end_offset", &self.log_end_offset())
-            .field("high_watermark", &self.high_watermark)
+            .field("durable_end", &self.durable_end)
+            .field("high_watermark", &self.high_watermark())
             .finish()
     }
 }
@@ -186,7 +198,8 @@ impl PartitionLog {
             dir: dir.to_path_buf(),
             config,
             segments: Vec::new(),
-            high_watermark: 0,
+            durable_end: 0,
+            replicated_hw: None,
             producers: ProducerStates::default(),
             recovery_point: 0,
             recovery_point_written_ms: now_ms,
@@ -261,7 +274,7 @@ impl PartitionLog {
         }
         // Everything that survived recovery is durable from here on.
         log.active().file.sync().map_err(io_err(dir))?;
-        log.high_watermark = log.log_end_offset();
+        log.durable_end = log.log_end_offset();
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         log.epochs.truncate_from_end(end).map_err(io_err(dir))?;
         if log.epochs.latest().is_none() && end > start {
@@ -302,7 +315,18 @@ impl PartitionLog {
     }
 
     pub fn high_watermark(&self) -> i64 {
-        self.high_watermark
+        self.replicated_hw.map_or(self.durable_end, |r| r.clamp(self.log_start_offset(), self.durable_end))
+    }
+
+    /// The end of the prefix fsynced here.
+    pub fn durable_end(&self) -> i64 {
+        self.durable_end
+    }
+
+    /// In a cluster, the high watermark replication allows; `None` on a
+    /// single node (the HW is then the durable end).
+    pub fn set_replicated_hw(&mut self, hw: Option<i64>) {
+        self.replicated_hw = hw;
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -361,8 +385,8 @@ impl PartitionLog {
         for w in self.segments.windows(2) {
             assert_eq!(w[0].next_offset, w[1].base_offset, "segments must be contiguous");
         }
-        assert!(self.log_start_offset() <= self.high_watermark, "HW below log start");
-        assert!(self.high_watermark <= self.log_end_offset(), "HW beyond LEO");
+        assert!(self.log_start_offset() <= self.durable_end, "durable end below log start");
+        assert!(self.durable_end <= self.log_end_offset(), "durable end beyond LEO");
     }
 
     /// Appends one validated batch (CRC checked by the caller), stamping its
@@ -385,16 +409,74 @@ impl PartitionLog {
             next = h.last_offset() + 1;
             headers.push((h, b.len() as u64));
         }
-        if self.epochs.latest().is_none_or(|(e, _)| leader_epoch > e) {
-            // Recorded (and fsynced) before the first batch of the epoch is written.
+        self.note_epoch(leader_epoch, base_offset)?;
+        let bytes = if batches.len() == 1 { batches.pop().expect("one batch") } else { batches.concat() };
+        self.write(bytes, headers, now_ms)
+    }
+
+    /// Records (and fsyncs) that `epoch` begins at `start`, before the
+    /// epoch's first batch is written.
+    fn note_epoch(&mut self, epoch: i32, start: i64) -> Result<(), LogError> {
+        if self.epochs.latest().is_none_or(|(e, _)| epoch > e) {
             let dir = self.dir.clone();
-            self.epochs.assign(leader_epoch, base_offset).map_err(|e| self.go_offline(LogError::Io { path: dir.display().to_string(), source: e }))?;
+            self.epochs.assign(epoch, start).map_err(|e| self.go_offline(LogError::Io { path: dir.display().to_string(), source: e }))?;
         }
+        Ok(())
+    }
+
+    /// A new leader's epoch begins at the log end now, before it appends
+    /// anything: OffsetForLeaderEpoch then tells a follower with an older
+    /// epoch's tail where that epoch ended here (as Kafka does).
+    pub fn begin_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
+        self.ensure_online()?;
+        let end = self.log_end_offset();
+        self.note_epoch(epoch, end)
+    }
+
+    /// A follower appends its leader's batches as they are (offsets and
+    /// leader epochs already stamped). They must start at the log end, be
+    /// contiguous, pass their CRC, and never go back in epoch; otherwise
+    /// nothing is written.
+    pub fn append_replicated(&mut self, records: &[u8], now_ms: i64) -> Result<Option<Appended>, LogError> {
+        self.ensure_online()?;
+        let refuse = |m: String| LogError::NotContiguous(m);
+        let mut headers = Vec::new();
+        let mut next = self.log_end_offset();
+        let mut epoch = self.epochs.latest().map_or(-1, |(e, _)| e);
+        let mut epochs = Vec::new();
+        for item in batch::Batches::new(records) {
+            let (h, start, end) = item.map_err(|e| refuse(format!("malformed batch at offset {next}: {e}")))?;
+            batch::validate(&records[start..end]).map_err(|e| refuse(format!("batch at offset {}: {e}", h.base_offset)))?;
+            if h.base_offset != next {
+                return Err(refuse(format!("batch at offset {} where the log ends at {next}", h.base_offset)));
+            }
+            if h.partition_leader_epoch < epoch {
+                return Err(refuse(format!("batch at offset {next} of epoch {} after epoch {epoch}", h.partition_leader_epoch)));
+            }
+            if h.partition_leader_epoch > epoch {
+                epoch = h.partition_leader_epoch;
+                epochs.push((epoch, next));
+            }
+            next = h.last_offset() + 1;
+            headers.push((h, (end - start) as u64));
+        }
+        if headers.is_empty() {
+            return Ok(None);
+        }
+        for (e, start) in epochs {
+            self.note_epoch(e, start)?;
+        }
+        self.write(records.to_vec(), headers, now_ms).map(Some)
+    }
+
+    /// Writes stamped batches at the log end, rolling first if due.
+    fn write(&mut self, bytes: Vec<u8>, headers: Vec<(BatchHeader, u64)>, now_ms: i64) -> Result<Appended, LogError> {
+        let base_offset = self.log_end_offset();
+        let next = headers.last().map_or(base_offset, |(h, _)| h.last_offset() + 1);
         let total: u64 = headers.iter().map(|(_, len)| len).sum();
         if self.should_roll(total, next - 1 - base_offset, now_ms) {
             self.roll(now_ms).map_err(|e| self.go_offline(e))?;
         }
-        let bytes = if batches.len() == 1 { batches.pop().expect("one batch") } else { batches.concat() };
         let seg = self.segments.last_mut().expect("active segment");
         let position = seg.size;
         if let Err(source) = seg.file.write_at(position, &bytes) {
@@ -440,7 +522,7 @@ impl PartitionLog {
         seg.file.sync().map_err(io_err(seg.path()))?;
         seg.write_indexes(&*self.disk, &dir).map_err(io_err(&dir))?;
         let base = self.log_end_offset();
-        self.high_watermark = base;
+        self.durable_end = base;
         self.write_recovery_point(now_ms)?;
         let snapshot = serde_json::to_vec(&self.producers).expect("producer state serializes");
         let path = dir.join(segment::file_name(base, SNAPSHOT_SUFFIX));
@@ -468,7 +550,7 @@ impl PartitionLog {
     /// What a flush must sync, taken under the partition lock so the sync
     /// itself can run without it: the active file and the LEO it covers.
     pub fn flush_target(&self) -> Option<(Arc<dyn DiskFile>, i64)> {
-        if self.offline.is_some() || self.high_watermark == self.log_end_offset() {
+        if self.offline.is_some() || self.durable_end == self.log_end_offset() {
             return None;
         }
         Some((self.active().file.clone(), self.log_end_offset()))
@@ -476,9 +558,10 @@ impl PartitionLog {
 
     /// Records that everything below `offset` is durable.
     pub fn flushed(&mut self, offset: i64) {
-        if offset > self.high_watermark {
-            assert!(offset <= self.log_end_offset(), "flushed beyond LEO");
-            self.high_watermark = offset;
+        // A truncation since the sync began may have cut the log below it.
+        let offset = offset.min(self.log_end_offset());
+        if offset > self.durable_end {
+            self.durable_end = offset;
         }
     }
 
@@ -514,10 +597,10 @@ impl PartitionLog {
     /// Durably records the HW (which is synced) as the recovery point.
     fn write_recovery_point(&mut self, now_ms: i64) -> Result<(), LogError> {
         self.recovery_point_written_ms = now_ms;
-        if self.high_watermark <= self.recovery_point {
+        if self.durable_end <= self.recovery_point {
             return Ok(());
         }
-        let offset = self.high_watermark;
+        let offset = self.durable_end;
         let mut bytes = offset.to_be_bytes().to_vec();
         bytes.extend_from_slice(&crc32c::crc32c(&offset.to_be_bytes()).to_be_bytes());
         let path = self.dir.join(RECOVERY_POINT_FILE);
@@ -683,7 +766,7 @@ impl PartitionLog {
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
             // Only data below the HW may go: it has been durable and visible.
-            if oldest.next_offset > self.high_watermark {
+            if oldest.next_offset > self.high_watermark() {
                 break;
             }
             let by_time = self.config.retention_ms >= 0 && oldest.max_timestamp >= 0 && now_ms - oldest.max_timestamp > self.config.retention_ms;
@@ -713,7 +796,7 @@ impl PartitionLog {
     pub fn delete_segments_before(&mut self, offset: i64) -> Result<usize, LogError> {
         self.ensure_online()?;
         let mut deleted = 0;
-        while self.segments.len() > 1 && self.segments[0].next_offset <= offset.min(self.high_watermark) {
+        while self.segments.len() > 1 && self.segments[0].next_offset <= offset.min(self.high_watermark()) {
             let seg = self.segments.remove(0);
             seg.delete(&*self.disk, &self.dir).map_err(io_err(&self.dir))?;
             deleted += 1;
@@ -725,6 +808,94 @@ impl PartitionLog {
             self.epochs.truncate_from_start(start).map_err(io_err(&self.dir))?;
         }
         Ok(deleted)
+    }
+
+    /// The latest leader epoch this log knows (-1 for none): what a
+    /// follower sends as its last fetched epoch.
+    pub fn latest_epoch(&self) -> i32 {
+        self.epochs.latest().map_or(-1, |(e, _)| e)
+    }
+
+    /// Cuts the log back to end at `offset` (rounded down to a batch start),
+    /// durably, and reopens it so segments, indexes and producer state are
+    /// rebuilt as recovery builds them: a follower whose tail diverged from
+    /// its leader's. Epochs that began at or after the new end are gone.
+    /// At or below the log start, the log is emptied and begins at `offset`.
+    pub fn truncate_to(mut self, offset: i64, now_ms: i64) -> Result<PartitionLog, LogError> {
+        self.ensure_online()?;
+        let dir = self.dir.clone();
+        if offset >= self.log_end_offset() {
+            self.epochs.truncate_from_end(offset).map_err(io_err(&dir))?;
+            return Ok(self);
+        }
+        if offset <= self.log_start_offset() {
+            return self.reset_to(offset, now_ms);
+        }
+        let keep = self.segment_index_for(offset);
+        for seg in self.segments.drain(keep + 1..) {
+            seg.delete(&*self.disk, &dir).map_err(io_err(&dir))?;
+        }
+        // The first batch that reaches `offset` goes, with all after it.
+        let seg = self.segments.last_mut().expect("kept one");
+        let mut position = seg.position_for(offset);
+        while let Some(h) = seg.header_at(position)? {
+            if h.last_offset() >= offset {
+                break;
+            }
+            position += h.total_len() as u64;
+        }
+        seg.truncate_file(position).map_err(io_err(&dir))?;
+        // The kept segment is active again: its indexes are rebuilt by the reopen.
+        let base = seg.base_offset;
+        for suffix in [segment::INDEX_SUFFIX, segment::TIME_INDEX_SUFFIX] {
+            let _ = self.disk.remove_file(&dir.join(segment::file_name(base, suffix)));
+        }
+        self.forget_above(offset)?;
+        self.reopen(now_ms)
+    }
+
+    fn reopen(self, now_ms: i64) -> Result<PartitionLog, LogError> {
+        let (disk, dir, config, replicated) = (self.disk.clone(), self.dir.clone(), self.config.clone(), self.replicated_hw);
+        drop(self);
+        let mut log = PartitionLog::open(disk, &dir, config, now_ms)?;
+        log.replicated_hw = replicated;
+        Ok(log)
+    }
+
+    /// Empties the log, which then begins at `start`: a follower whose
+    /// leader no longer has what it would fetch next (retention moved the
+    /// leader's log start past it), or that keeps nothing of its own.
+    pub fn reset_to(mut self, start: i64, now_ms: i64) -> Result<PartitionLog, LogError> {
+        self.ensure_online()?;
+        let dir = self.dir.clone();
+        for seg in self.segments.drain(..) {
+            seg.delete(&*self.disk, &dir).map_err(io_err(&dir))?;
+        }
+        self.forget_above(i64::MIN)?;
+        // (A crash before this leaves no segment: the log then starts at 0,
+        // and the follower is reset again.)
+        Segment::create(&*self.disk, &dir, start, now_ms, self.config.index_interval_bytes).map_err(io_err(&dir))?;
+        self.disk.sync_dir(&dir).map_err(io_err(&dir))?;
+        self.reopen(now_ms)
+    }
+
+    /// After a truncation to `end`: producer snapshots, epochs and the
+    /// recovery point above it are gone (durably).
+    fn forget_above(&mut self, end: i64) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        if let Ok(names) = self.disk.list(&dir) {
+            for s in names.iter().filter_map(|n| parse_name(n, SNAPSHOT_SUFFIX)).filter(|s| *s > end) {
+                let _ = self.disk.remove_file(&dir.join(segment::file_name(s, SNAPSHOT_SUFFIX)));
+            }
+        }
+        self.epochs.truncate_from_end(end).map_err(io_err(&dir))?;
+        let point = end.clamp(0, self.recovery_point.max(0));
+        let mut bytes = point.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&point.to_be_bytes()).to_be_bytes());
+        let path = dir.join(RECOVERY_POINT_FILE);
+        disk::write_atomic(&*self.disk, &path, &bytes).map_err(io_err(&path))?;
+        self.recovery_point = point;
+        self.disk.sync_dir(&dir).map_err(io_err(&dir))
     }
 
     /// Removes the log's directory (topic deletion).

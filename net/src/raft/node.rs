@@ -318,8 +318,27 @@ pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, 
     let mut registered = false;
     let mut fenced = true;
     let mut refusals = 0u32;
+    let mut named = false;
     loop {
-        if !registered {
+        if !named {
+            // The first broker to ask names the cluster; every one checks
+            // its data directory against that name before it registers.
+            match controller.propose(Command::InitCluster { cluster_id: shared.broker.cluster_id() }).await {
+                // (Applied on the leader; this member's copy may lag a moment.)
+                Ok(_) => match controller.sm.with_image(|img| img.cluster_id.clone()) {
+                    Some(id) => {
+                        if let Err(e) = shared.broker.adopt_cluster_id(&id) {
+                            tracing::error!(node = info.id, error = %e, "refused to join the cluster: wrong cluster id");
+                            return;
+                        }
+                        named = true;
+                    }
+                    None => {}
+                },
+                Err(e) => tracing::debug!(error = %e, "cannot reach the controller quorum to check the cluster id; retrying"),
+            }
+        }
+        if named && !registered {
             match controller.propose(Command::RegisterBroker { info: info.clone() }).await {
                 Ok((Applied::Done, _)) => {
                     tracing::info!(node = info.id, incarnation = %info.incarnation, "registered with the controller quorum");
@@ -356,17 +375,17 @@ pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, 
     }
 }
 
-/// Keeps the broker's view of the cluster (what Metadata and
-/// DescribeCluster say) in step with the quorum's image and leader.
+/// Keeps the broker in step with the quorum's image: its topics, its
+/// partition roles and what Metadata and DescribeCluster say. Wakes the
+/// replication tasks after each change.
 pub async fn run_cluster_view(shared: Arc<crate::Shared>, controller: Controller) {
     loop {
         // Listen before reading, so no change slips between the two.
         let changed = controller.sm.changed();
-        let view = controller.sm.with_image(|img| chronik_core::broker::ClusterView {
-            controller_id: controller.leader().map_or(-1, |l| l as i32),
-            brokers: img.brokers.values().map(|b| (b.id, b.host.clone(), b.kafka_port, b.fenced)).collect(),
-        });
-        shared.broker.set_cluster_view(Some(view));
+        let (image, _) = controller.sm.image();
+        let controller_id = controller.leader().map_or(-1, |l| l as i32);
+        shared.broker.apply_image(&image, controller_id);
+        shared.cluster_changed.notify_waiters();
         tokio::select! {
             biased;
             _ = shared.stopped() => return,

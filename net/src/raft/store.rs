@@ -373,7 +373,7 @@ impl RaftStateMachine<Cfg> for StateMachine {
                 inner.last_applied = Some(e.log_id);
                 out.push(match e.payload {
                     EntryPayload::Blank => Applied::Done,
-                    EntryPayload::Normal(command) => inner.image.apply(&command),
+                    EntryPayload::Normal(command) => inner.image.apply_at(e.log_id.index, &command),
                     EntryPayload::Membership(m) => {
                         inner.membership = StoredMembership::new(Some(e.log_id), m);
                         Applied::Done

@@ -1,0 +1,206 @@
+"""Topic replication across a 3-node cluster, through real processes and a
+real client (confluent-kafka, i.e. librdkafka):
+
+- a topic created with replication factor 3 through the ordinary Kafka admin
+  API gets a leader and an ISR of three on every partition; acks=all writes
+  are consumed back whole, and every replica ends with the same log;
+- an idempotent acks=all producer keeps writing while the partition's leader
+  is killed with kill -9, twice, and restarted: every acknowledged record is
+  consumed exactly once afterwards, and the three replicas hold identical
+  logs (compared byte for byte on disk).
+"""
+
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+SESSION_MS = 1500
+LAG_MS = 3000
+WAIT_S = 60
+
+
+def start_cluster(cluster_factory):
+    return cluster_factory(3, "--broker-session-timeout-ms", str(SESSION_MS), "--replica-lag-time-max-ms", str(LAG_MS))
+
+
+def bootstrap(nodes):
+    return ",".join(n.bootstrap for n in nodes if n.proc is not None)
+
+
+def create_topic(nodes, name, partitions, rf=3, configs=None):
+    admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        # Right after start the brokers may not all be unfenced yet.
+        fut = admin.create_topics([NewTopic(name, partitions, rf, config=configs or {})], operation_timeout=10)[name]
+        try:
+            fut.result(timeout=30)
+            return
+        except KafkaException as e:
+            if time.monotonic() > deadline:
+                raise
+            if "INVALID_REPLICATION_FACTOR" not in str(e) and "REQUEST_TIMED_OUT" not in str(e):
+                raise
+            time.sleep(0.5)
+
+
+def partition_state(nodes, topic):
+    """{partition: (leader, sorted isr)} as the first live node's Metadata says."""
+    md = AdminClient({"bootstrap.servers": bootstrap(nodes)}).list_topics(topic, timeout=10)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None:
+        return {}
+    return {p.id: (p.leader, sorted(p.isrs)) for p in t.partitions.values()}
+
+
+def wait_state(nodes, topic, ok, what):
+    deadline = time.monotonic() + WAIT_S
+    state = None
+    while time.monotonic() < deadline:
+        try:
+            state = partition_state(nodes, topic)
+        except KafkaException:
+            state = None
+        if state and ok(state):
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not reached within {WAIT_S}s, last state {state}")
+
+
+def consume_all(nodes, topic, partitions):
+    """Every record of the topic, per partition, in offset order: [(partition, offset, value)]."""
+    c = Consumer({"bootstrap.servers": bootstrap(nodes), "group.id": f"check-{time.monotonic_ns()}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        ends = {}
+        for p in range(partitions):
+            _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            ends[p] = high
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        out, seen = [], {p: 0 for p in range(partitions)}
+        deadline = time.monotonic() + WAIT_S
+        while any(seen[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            out.append((m.partition(), m.offset(), m.value().decode()))
+            seen[m.partition()] = m.offset() + 1
+        assert all(seen[p] >= ends[p] for p in ends), f"consumed up to {seen}, high watermarks {ends}"
+        return out
+    finally:
+        c.close()
+
+
+def partition_logs(node, topic, partition):
+    """The partition's segment files on `node`, concatenated in offset order."""
+    dirs = [d for d in (Path(node.data_dir) / "topics").iterdir() if d.name.startswith(topic + ".")]
+    assert len(dirs) == 1, dirs
+    segs = sorted((dirs[0] / str(partition)).glob("*.log"))
+    return b"".join(s.read_bytes() for s in segs)
+
+
+def test_rf3_topic_replicates_to_every_broker(cluster_factory):
+    nodes = start_cluster(cluster_factory)
+    create_topic(nodes, "rep", 3)
+    wait_state(nodes, "rep", lambda s: len(s) == 3 and all(l > 0 and isr == [1, 2, 3] for l, isr in s.values()),
+               "a leader and a full ISR on every partition")
+    p = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    acked, errors = [], []
+
+    def done(err, msg):
+        (errors if err else acked).append(err or msg.value().decode())
+
+    for i in range(600):
+        p.produce("rep", value=f"v{i}".encode(), key=str(i).encode(), on_delivery=done)
+        p.poll(0)
+    assert p.flush(60) == 0
+    assert not errors, errors[:5]
+    assert len(acked) == 600
+    got = consume_all(nodes, "rep", 3)
+    assert sorted(v for _, _, v in got) == sorted(f"v{i}" for i in range(600))
+    # Every replica has the same log once the followers caught up.
+    for n in nodes:
+        n.stop()
+    for part in range(3):
+        logs = [partition_logs(n, "rep", part) for n in nodes]
+        assert logs[0] and logs[0] == logs[1] == logs[2], f"partition {part}: replicas differ ({[len(x) for x in logs]} bytes)"
+    for n in nodes:
+        assert "panicked at" not in n.log_text()
+
+
+def test_idempotent_acks_all_producer_survives_kill9_of_the_leader(cluster_factory):
+    nodes = start_cluster(cluster_factory)
+    by_id = {n.node_id: n for n in nodes}
+    create_topic(nodes, "fo", 1, configs={"min.insync.replicas": "2"})
+    state = wait_state(nodes, "fo", lambda s: s.get(0, (-1, []))[0] > 0 and s[0][1] == [1, 2, 3], "a leader and a full ISR")
+
+    acked, errors = [], []
+    ack_times = []
+    stop = threading.Event()
+
+    def produce():
+        p = Producer({"bootstrap.servers": ",".join(n.bootstrap for n in nodes), "acks": "all", "enable.idempotence": True,
+                      "linger.ms": 2, "message.timeout.ms": 120000, "retry.backoff.ms": 50,
+                      "topic.metadata.refresh.interval.ms": 500})
+
+        def done(err, msg):
+            if err:
+                errors.append(str(err))
+            else:
+                acked.append(msg.value().decode())
+                ack_times.append(time.monotonic())
+
+        i = 0
+        while not stop.is_set():
+            try:
+                p.produce("fo", value=f"m{i}".encode(), on_delivery=done)
+                i += 1
+            except BufferError:
+                pass
+            p.poll(0.002)
+        assert p.flush(120) == 0
+
+    t = threading.Thread(target=produce)
+    t.start()
+    failovers = []
+    try:
+        time.sleep(2)
+        for _ in range(2):
+            leader = state[0][0]
+            before = len(acked)
+            killed_at = time.monotonic()
+            by_id[leader].kill9()
+            state = wait_state([n for n in nodes if n.proc], "fo",
+                               lambda s: s.get(0, (-1, []))[0] not in (-1, leader), "a new leader")
+            # Writes go on: the next acknowledgement after the kill.
+            deadline = time.monotonic() + WAIT_S
+            while len(acked) <= before + 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(acked) > before + 10, f"no writes acknowledged after killing leader {leader}"
+            first = next(ts for ts in ack_times[before:] if ts > killed_at)
+            failovers.append(first - killed_at)
+            by_id[leader].start()
+            state = wait_state(nodes, "fo", lambda s: s.get(0, (-1, []))[1] == [1, 2, 3], "the restarted broker back in the ISR")
+            time.sleep(1)
+    finally:
+        stop.set()
+        t.join(180)
+    print(f"failover (kill -9 to first acknowledged write): {[round(f, 2) for f in failovers]} s; {len(acked)} acknowledged")
+    assert not errors, errors[:5]
+    got = [v for _, _, v in consume_all(nodes, "fo", 1)]
+    # Exactly once: every acknowledged record, none twice.
+    assert len(got) == len(set(got)), f"{len(got) - len(set(got))} records duplicated"
+    missing = set(acked) - set(got)
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+    # And the replicas converge to identical logs.
+    wait_state(nodes, "fo", lambda s: s[0][1] == [1, 2, 3], "a full ISR")
+    time.sleep(2)
+    for n in nodes:
+        n.stop()
+    logs = [partition_logs(n, "fo", 0) for n in nodes]
+    assert logs[0] == logs[1] == logs[2], f"replicas differ: {[len(x) for x in logs]} bytes"
+    for n in nodes:
+        assert "panicked at" not in n.log_text()
