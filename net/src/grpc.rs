@@ -248,7 +248,12 @@ pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Ar
         }
         None => (None, None),
     };
-    let replicas = controller.as_ref().map(|_| crate::replication::ReplicaService::server(shared.clone()));
+    let replicas = controller.as_ref().map(|_| {
+        let limit = crate::replication::MAX_MESSAGE_BYTES;
+        chronik_proto::grpc::replica_server::ReplicaServer::new(crate::replication::ReplicaService::new(shared.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    });
     let service = AdminServer::new(AdminService::new(shared.clone(), search));
     let stop = async move { shared.stopped().await };
     let server = tonic::transport::Server::builder()

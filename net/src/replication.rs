@@ -38,7 +38,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a follower waits before fetching again after a failure.
 const RETRY: Duration = Duration::from_millis(100);
 /// The largest message either side accepts (a fetch plus framing).
-const MAX_MESSAGE_BYTES: usize = 16 << 20;
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// The leader's side: `chronik.v1.Replica`.
 pub struct ReplicaService {
@@ -46,8 +46,9 @@ pub struct ReplicaService {
 }
 
 impl ReplicaService {
-    pub fn server(shared: Arc<Shared>) -> replica_server::ReplicaServer<ReplicaService> {
-        replica_server::ReplicaServer::new(ReplicaService { shared }).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+    /// Wrap it in `ReplicaServer` with [`MAX_MESSAGE_BYTES`] limits.
+    pub fn new(shared: Arc<Shared>) -> ReplicaService {
+        ReplicaService { shared }
     }
 }
 

@@ -147,6 +147,18 @@ impl Broker {
     pub fn apply_image(&self, image: &Image, controller_id: i32) {
         let me = self.config.node_id;
         let now = self.clock.now_ms();
+        let view = ClusterView {
+            controller_id,
+            brokers: image.brokers.values().map(|b| (b.id, b.host.clone(), b.kafka_port, b.fenced)).collect(),
+            topics: image.topics.clone(),
+        };
+        // Topics are this cluster's only once this data directory carries
+        // the cluster's id (see `adopt_cluster_id`): a directory of another
+        // cluster must not take this one's topics.
+        if image.cluster_id.as_deref() != Some(self.cluster_id().as_str()) {
+            self.set_cluster_view(Some(view));
+            return;
+        }
         let _changes = self.config_changes.lock().expect("config change lock poisoned");
         // 1. Deletions: our cluster topics the image has applied past the
         // creation of, and no longer has (or has under another id).
@@ -191,11 +203,7 @@ impl Broker {
                 self.set_role(p, ps, me);
             }
         }
-        self.set_cluster_view(Some(ClusterView {
-            controller_id,
-            brokers: image.brokers.values().map(|b| (b.id, b.host.clone(), b.kafka_port, b.fenced)).collect(),
-            topics: image.topics.clone(),
-        }));
+        self.set_cluster_view(Some(view));
     }
 
     /// Creates (or grows, or reconfigures) a controller topic here: logs for

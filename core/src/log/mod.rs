@@ -838,8 +838,10 @@ impl PartitionLog {
         // The first batch that reaches `offset` goes, with all after it.
         let seg = self.segments.last_mut().expect("kept one");
         let mut position = seg.position_for(offset);
+        let mut end = seg.next_offset;
         while let Some(h) = seg.header_at(position)? {
             if h.last_offset() >= offset {
+                end = h.base_offset;
                 break;
             }
             position += h.total_len() as u64;
@@ -850,7 +852,7 @@ impl PartitionLog {
         for suffix in [segment::INDEX_SUFFIX, segment::TIME_INDEX_SUFFIX] {
             let _ = self.disk.remove_file(&dir.join(segment::file_name(base, suffix)));
         }
-        self.forget_above(offset)?;
+        self.forget_above(end)?;
         self.reopen(now_ms)
     }
 

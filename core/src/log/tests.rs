@@ -327,3 +327,80 @@ fn leader_epochs_are_recorded_recovered_and_rebuilt() {
     assert_eq!(log.end_offset_for_epoch(5), (5, 70));
     assert_eq!(log.epoch_starts().first(), Some(&(0, 0)));
 }
+
+/// A leader's log with batches of 3 records at epochs 1, 1, 2, 2, 2 (offsets 0..15).
+fn leader_log(disk: &SimDisk) -> PartitionLog {
+    let mut log = PartitionLog::open(Arc::new(disk.clone()), Path::new("leader"), small_config(), 0).unwrap();
+    for (i, epoch) in [1, 1, 2, 2, 2].into_iter().enumerate() {
+        log.append(simple(3, 1000 + i as i64), epoch, 0).unwrap();
+    }
+    log.flush(0).unwrap();
+    log
+}
+
+#[test]
+fn a_follower_appends_its_leaders_batches_as_they_are() {
+    let disk = SimDisk::new(40);
+    let leader = leader_log(&disk);
+    let all = leader.read(0, 1 << 20, true, leader.log_end_offset()).unwrap().bytes;
+    let mut f = open(&disk, small_config());
+    // Not from the follower's log end: refused, nothing written.
+    let from_3 = leader.read(3, 1 << 20, true, 15).unwrap().bytes;
+    assert!(matches!(f.append_replicated(&from_3, 0), Err(LogError::NotContiguous(_))));
+    assert_eq!(f.log_end_offset(), 0);
+    f.append_replicated(&all, 0).unwrap();
+    assert_eq!(f.log_end_offset(), 15);
+    assert_eq!(f.epoch_starts(), &[(1, 0), (2, 6)]);
+    assert_eq!(f.read(0, 1 << 20, true, 15).unwrap().bytes, all, "stored byte for byte");
+    // A corrupted batch (CRC) is refused.
+    let mut bad = leader.read(12, 1 << 20, true, 15).unwrap().bytes;
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let mut g = open(&SimDisk::new(41), small_config());
+    g.append_replicated(&leader.read(0, 1 << 20, true, 12).unwrap().bytes, 0).unwrap();
+    assert!(matches!(g.append_replicated(&bad, 0), Err(LogError::NotContiguous(_))));
+    assert_eq!(g.log_end_offset(), 12);
+    // An epoch older than the follower's latest is refused.
+    let mut h = open(&SimDisk::new(42), small_config());
+    h.begin_epoch(5).unwrap();
+    assert!(matches!(h.append_replicated(&all, 0), Err(LogError::NotContiguous(_))));
+}
+
+#[test]
+fn truncation_cuts_the_tail_and_rebuilds_producer_state_and_epochs() {
+    let disk = SimDisk::new(43);
+    let mut log = open(&disk, small_config());
+    for i in 0..20 {
+        log.append(make_batch(2, 1000 + i as i64, Some((7, 0, i * 2)), Compression::None), if i < 10 { 1 } else { 2 }, 0).unwrap();
+    }
+    log.flush(0).unwrap();
+    assert!(log.segments.len() > 1, "spans segments");
+    assert_eq!(log.epoch_starts(), &[(1, 0), (2, 20)]);
+    // Cut in the middle of a batch: the whole batch goes.
+    let log = log.truncate_to(15, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 14);
+    assert_eq!(log.durable_end(), 14);
+    assert_eq!(log.epoch_starts(), &[(1, 0)]);
+    // The producer's next sequence is as of offset 14: sequence 14 is new again.
+    let h = chronik_proto::batch::BatchHeader::parse(&make_batch(2, 0, Some((7, 0, 14)), Compression::None)).unwrap();
+    assert!(matches!(log.producers.check(&h), Ok(crate::producer::SequenceCheck::Append)));
+    log.check_invariants();
+    // It survives a restart as it is.
+    drop(log);
+    let log = open(&disk, small_config());
+    assert_eq!(log.log_end_offset(), 14);
+    assert_eq!(log.epoch_starts(), &[(1, 0)]);
+    // Truncating at or past the end only forgets epochs that began there.
+    let mut log = log;
+    log.begin_epoch(3).unwrap();
+    let log = log.truncate_to(14, 0).unwrap();
+    assert_eq!(log.epoch_starts(), &[(1, 0)]);
+    assert_eq!(log.log_end_offset(), 14);
+    // Reset: empty, beginning where the leader's log now begins.
+    let log = log.reset_to(100, 0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+    assert!(log.epoch_starts().is_empty());
+    drop(log);
+    let log = open(&disk, small_config());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+}
