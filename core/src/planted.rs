@@ -26,10 +26,29 @@ pub enum Bug {
     /// without fsyncing it: a crash can take back entries a majority
     /// acknowledged.
     RaftAckBeforeFsync,
+    /// A partition leader advances its high watermark (and answers
+    /// acks=all) on its own fsync, without waiting for the ISR.
+    AckBeforeReplicate,
+    /// A broker that starts following a leader truncates its log to its
+    /// high watermark (Kafka before KIP-101) instead of to where its log
+    /// diverged by leader epoch.
+    TruncateToHw,
+    /// A leader serves consumers up to its log end, not its high
+    /// watermark: they read records not yet committed.
+    StaleHwRead,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [Bug::SkipFsync, Bug::TruncateTornTailOff, Bug::AckCommitBeforeFsync, Bug::IndexResumeAtHw, Bug::RaftAckBeforeFsync];
+    pub const ALL: [Bug; 8] = [
+        Bug::SkipFsync,
+        Bug::TruncateTornTailOff,
+        Bug::AckCommitBeforeFsync,
+        Bug::IndexResumeAtHw,
+        Bug::RaftAckBeforeFsync,
+        Bug::AckBeforeReplicate,
+        Bug::TruncateToHw,
+        Bug::StaleHwRead,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +57,9 @@ impl Bug {
             Bug::AckCommitBeforeFsync => "ack-commit-before-fsync",
             Bug::IndexResumeAtHw => "index-resume-at-hw",
             Bug::RaftAckBeforeFsync => "raft-ack-before-fsync",
+            Bug::AckBeforeReplicate => "ack-before-replicate",
+            Bug::TruncateToHw => "truncate-to-hw",
+            Bug::StaleHwRead => "stale-hw-read",
         }
     }
 

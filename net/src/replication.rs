@@ -186,6 +186,7 @@ async fn follow(shared: Arc<Shared>, f: chronik_core::broker::replication::Follo
         }
     };
     let me = broker.config().node_id;
+    broker.begin_following(&f);
     let mut failures = 0u32;
     loop {
         if shared.is_stopping() {

@@ -81,6 +81,12 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     // Chosen at every start: the controller quorum tells restarts apart by it.
     let incarnation = deps.rng.bytes16();
     let broker = Broker::open(broker_config.clone(), deps.disk.clone(), deps.clock, deps.rng).context("cannot open the broker's data")?;
+    if config.cluster.is_some() {
+        // A cluster member from the first request on: no topic is created
+        // here alone (auto-creation waits for the controller), even before
+        // the quorum's image arrives.
+        broker.set_cluster_view(Some(chronik_core::broker::ClusterView { controller_id: -1, ..Default::default() }));
+    }
     let shared = Shared::new(Arc::new(broker));
     // Search: the simulator injects in-memory indexes driven from a task;
     // production runs tantivy on a thread of its own.
@@ -159,7 +165,7 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
         if shared.cluster.set(chronik_net::cluster_admin::Cluster::new(controller.clone())).is_err() {
             unreachable!("the cluster handle is set once");
         }
-        tasks.push(tokio::spawn(chronik_net::raft::node::run_cluster_view(shared.clone(), controller.clone())));
+        tasks.push(tokio::spawn(chronik_net::raft::node::run_cluster_view(shared.clone(), controller.clone(), uuid::Uuid::from_bytes(incarnation))));
         tasks.push(tokio::spawn(chronik_net::replication::run_replication(shared.clone(), controller.clone())));
         tasks.push(tokio::spawn(chronik_net::replication::run_isr(shared.clone(), controller.clone())));
         let session = std::time::Duration::from_millis(cluster.session_timeout_ms);

@@ -9,8 +9,9 @@
 //! converge on the same image, holding every acknowledged command, with every
 //! broker registered and unfenced. `check::quorum` judges.
 //!
-//! Data replication is not part of the cluster yet; this world checks the
-//! controller quorum that it will build on.
+//! Meanwhile a replicated topic is written and read through the Kafka
+//! protocol (`crate::replication`); its history goes through the data
+//! checkers, and every replica must end byte-identical to its leader.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -38,8 +39,10 @@ const KAFKA_PORT: u16 = 9092;
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
 const IDS_PER_ALLOCATION: i64 = 10;
 const SESSION_MS: u64 = 2000;
+const LAG_MS: i64 = 3000;
+const PRODUCERS: u32 = 2;
 
-fn node_ip(id: u64) -> Ipv4Addr {
+pub(crate) fn node_ip(id: u64) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 1, id as u8)
 }
 
@@ -53,6 +56,7 @@ fn image_hash(image: &Image) -> u64 {
 }
 
 type Slot = Arc<Mutex<Option<Controller>>>;
+type BrokerSlot = Arc<Mutex<Option<Arc<chronik_core::broker::Broker>>>>;
 
 struct Member {
     id: u64,
@@ -60,6 +64,8 @@ struct Member {
     disk: SimDisk,
     /// The running node's controller, `None` while it is down.
     slot: Slot,
+    /// The running node's broker, `None` while it is down.
+    broker: BrokerSlot,
 }
 
 pub fn run_seed(opts: &Options) -> Outcome {
@@ -79,13 +85,14 @@ async fn world(opts: Options) -> Outcome {
     for id in 1..=n {
         let disk = SimDisk::with_faults(seed.wrapping_add(id), base_faults.clone());
         let slot: Slot = Arc::default();
-        let (d, s, voters, starts) = (disk.clone(), slot.clone(), voters.clone(), starts.clone());
+        let broker: BrokerSlot = Arc::default();
+        let (d, s, b, voters, starts) = (disk.clone(), slot.clone(), broker.clone(), voters.clone(), starts.clone());
         let node = handle
             .create_node()
             .name(format!("node{id}"))
             .ip(IpAddr::V4(node_ip(id)))
             .init(move || {
-                let (disk, slot, voters, starts) = (d.clone(), s.clone(), voters.clone(), starts.clone());
+                let (disk, slot, broker, voters, starts) = (d.clone(), s.clone(), b.clone(), voters.clone(), starts.clone());
                 async move {
                     loop {
                         let k = starts.fetch_add(1, Ordering::SeqCst);
@@ -97,6 +104,7 @@ async fn world(opts: Options) -> Outcome {
                             node_id: Some(id as i32),
                             controllers: Some(voters.clone()),
                             broker_session_timeout_ms: Some(SESSION_MS),
+                            replica_lag_time_max_ms: Some(LAG_MS),
                             ..Default::default()
                         };
                         let config = Config::from_settings(settings).expect("valid sim config");
@@ -109,6 +117,7 @@ async fn world(opts: Options) -> Outcome {
                         match chronik_server::start(config, deps).await {
                             Ok(running) => {
                                 *slot.lock().unwrap() = running.controller.clone();
+                                *broker.lock().unwrap() = Some(running.shared.broker.clone());
                                 std::future::pending::<()>().await
                             }
                             Err(e) => {
@@ -120,7 +129,7 @@ async fn world(opts: Options) -> Outcome {
                 }
             })
             .build();
-        members.push(Member { id, node, disk, slot });
+        members.push(Member { id, node, disk, slot, broker });
     }
     let client = handle.create_node().name("client").ip(IpAddr::V4(CLIENT_IP)).build();
     let net = NetSim::current();
@@ -135,6 +144,20 @@ async fn world(opts: Options) -> Outcome {
     }));
     let stop = Arc::new(AtomicBool::new(false));
     let proposer = client.spawn(propose_loop(n, quorum.clone(), history.clone(), stop.clone()));
+    let data = {
+        let (history, stop) = (history.clone(), stop.clone());
+        client.spawn(async move {
+            crate::replication::create_topic(n, history.clone()).await;
+            let mut tasks = Vec::new();
+            for id in 0..PRODUCERS {
+                tasks.push(tokio::spawn(crate::replication::producer(id, n, history.clone(), stop.clone())));
+            }
+            tasks.push(tokio::spawn(crate::replication::consumer(n, history.clone(), stop.clone())));
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+    };
 
     // Sample every node's Raft state.
     let slots: Vec<(u64, Slot)> = members.iter().map(|m| (m.id, m.slot.clone())).collect();
@@ -166,6 +189,7 @@ async fn world(opts: Options) -> Outcome {
             0..=24 => {
                 let down = Duration::from_millis(thread_rng().gen_range(0..3000));
                 *m.slot.lock().unwrap() = None;
+                *m.broker.lock().unwrap() = None;
                 handle.kill(m.node.id());
                 m.disk.crash();
                 note("crash", format!("node {} down {down:?}", m.id));
@@ -219,6 +243,7 @@ async fn world(opts: Options) -> Outcome {
         net.unclog_node(m.node.id());
         m.disk.set_faults(base_faults.clone());
         *m.slot.lock().unwrap() = None;
+        *m.broker.lock().unwrap() = None;
         handle.kill(m.node.id());
         m.disk.crash();
         handle.restart(m.node.id());
@@ -241,12 +266,39 @@ async fn world(opts: Options) -> Outcome {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // The replicated topic: the clients finish their last batches, every
+    // replica must converge on its leader's log, then the whole log is read.
+    if tokio::time::timeout(liveness_end.saturating_duration_since(tokio::time::Instant::now()), data).await.is_err() {
+        violations.push(("liveness", "the data clients did not finish after healing".into()));
+    }
+    let brokers: Vec<BrokerSlot> = members.iter().map(|m| m.broker.clone()).collect();
+    let replicas = loop {
+        let running: Vec<(u64, Arc<chronik_core::broker::Broker>)> =
+            members.iter().zip(&brokers).filter_map(|(m, b)| b.lock().unwrap().clone().map(|b| (m.id, b))).collect();
+        let logs = crate::replication::replica_logs(&running);
+        let same = crate::replication::replicas_identical(&logs);
+        if same.is_ok() || tokio::time::Instant::now() >= liveness_end + Duration::from_secs(10) {
+            break same;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if let Err(e) = replicas {
+        violations.push(("replicas-identical", e));
+    }
+    // Read once every replica has committed its whole log: a leader that
+    // restarted learns its high watermark again from its followers.
+    let final_logs = client.spawn(crate::replication::final_read(n)).await.expect("the client node runs");
+    match final_logs {
+        Ok(logs) => history.lock().unwrap().final_logs = logs,
+        Err(e) => violations.push(("liveness", format!("final read of the replicated topic: {e:#}"))),
+    }
     sampling.store(true, Ordering::SeqCst);
     let _ = sampler.await;
     let mut q = std::mem::take(&mut *quorum.lock().unwrap());
     q.finals = finals;
     violations.extend(quorum::check(&q).into_iter().map(|v| ("quorum", v)));
     let mut history = std::mem::take(&mut *history.lock().unwrap());
+    violations.extend(crate::check::run_cluster(&history));
     for (node, f) in &q.finals {
         history.push(Event::Note(format!("final node {node}: index {} hash {:016x}", f.index, f.hash)));
     }

@@ -16,3 +16,5 @@ pub mod client;
 pub mod world;
 #[cfg(madsim)]
 pub mod cluster;
+#[cfg(madsim)]
+pub mod replication;

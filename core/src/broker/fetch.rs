@@ -111,7 +111,7 @@ impl Broker {
         if log.offline().is_some() {
             return Err(KafkaStorageError);
         }
-        let hw = log.high_watermark();
+        let hw = if crate::planted::active(crate::planted::Bug::StaleHwRead) { log.log_end_offset() } else { log.high_watermark() };
         pd.high_watermark = hw;
         pd.last_stable_offset = hw;
         pd.log_start_offset = log.log_start_offset();

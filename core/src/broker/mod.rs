@@ -193,7 +193,18 @@ impl Broker {
 
         let mut topics = BTreeMap::new();
         for record in catalog.topics.values() {
-            let partitions = (0..record.partitions).map(|i| open_partition(&disk, &config, record, i, now)).collect();
+            let partitions = (0..record.partitions)
+                .map(|i| {
+                    // A cluster topic's partitions are here only where this
+                    // broker holds a replica (their directories were made
+                    // before the catalogue named the topic).
+                    if record.created_index.is_some() && !disk.exists(&record.partition_dir(i)) {
+                        Arc::new(Partition::new(record.name.clone(), i, Err("not a replica on this broker".into()), replication::Role::NotReplica))
+                    } else {
+                        open_partition(&disk, &config, record, i, now)
+                    }
+                })
+                .collect();
             topics.insert(record.name.clone(), Arc::new(Topic { record: record.clone(), partitions }));
         }
         let groups = Arc::new(Mutex::new(crate::group::Groups::new(config.group.clone(), rng.clone())));

@@ -143,8 +143,9 @@ impl Broker {
     /// Brings the broker in step with the controller's image: creates the
     /// topics and partitions it holds replicas of, deletes the ones the
     /// controller deleted, applies config changes, and gives every
-    /// partition its role. `controller_id` is the quorum's leader (-1: none).
-    pub fn apply_image(&self, image: &Image, controller_id: i32) {
+    /// partition its role. `controller_id` is the quorum's leader (-1: none);
+    /// `incarnation` is this process's registration.
+    pub fn apply_image(&self, image: &Image, controller_id: i32, incarnation: Uuid) {
         let me = self.config.node_id;
         let now = self.clock.now_ms();
         let view = ClusterView {
@@ -196,11 +197,21 @@ impl Broker {
                 tracing::error!(topic = %name, error = %e, "could not create the topic's replicas here");
             }
         }
-        // 3. Roles.
+        // 3. Roles. Only a registered, unfenced incarnation acts on them: an
+        // image from before this process registered may name it leader at an
+        // epoch whose log a crash cut short, and leading that epoch again
+        // would write different batches under the same epoch. Registering
+        // fences the old incarnation, so the partitions it led get new
+        // epochs first.
+        let registered = image.brokers.get(&me).is_some_and(|b| b.incarnation == incarnation && !b.fenced);
         for topic in self.topics() {
             let Some(state) = image.topics.get(&topic.record.name).filter(|t| t.id == topic.record.id) else { continue };
             for (p, ps) in topic.partitions.iter().zip(&state.partitions) {
-                self.set_role(p, ps, me);
+                if registered {
+                    self.set_role(p, ps, me);
+                } else {
+                    self.stand_by(p, ps, me);
+                }
             }
         }
         self.set_cluster_view(Some(view));
@@ -246,6 +257,28 @@ impl Broker {
             tracing::info!(topic = %name, from = existing, to = count, "added partitions from the controller");
         }
         Ok(())
+    }
+
+    /// While this broker is fenced or not yet registered: it neither leads
+    /// nor follows (a replica keeps its log, and nothing more is committed).
+    fn stand_by(&self, p: &Partition, ps: &PartitionState, me: NodeId) {
+        if !ps.replicas.contains(&me) {
+            *p.role() = Role::NotReplica;
+            return;
+        }
+        let mut guard = p.lock();
+        let mut role = p.role();
+        if matches!(&*role, Role::Unavailable { .. }) {
+            return;
+        }
+        if let Role::Leader { .. } = &*role {
+            tracing::info!(topic = %p.topic, partition = p.index, "this broker is fenced: it stops leading the partition");
+        }
+        *role = Role::Unavailable { leader_epoch: -1 };
+        if let Ok(log) = guard.as_mut() {
+            let hw = log.high_watermark();
+            log.set_replicated_hw(Some(hw));
+        }
     }
 
     /// Gives a partition the role its state in the image says.
@@ -308,6 +341,17 @@ impl Broker {
                 log.set_replicated_hw(Some(hw));
             }
             *role = Role::Follower { leader: ps.leader, leader_epoch: ps.leader_epoch };
+        }
+    }
+
+    /// A fetcher starts following `f`. Nothing to do: a follower's log is
+    /// cut only where the leader says it diverged (by leader epoch), never
+    /// to its own high watermark, which may lag what the ISR committed
+    /// (KIP-101; planted bug `truncate-to-hw` does the old thing).
+    pub fn begin_following(&self, f: &Followed) {
+        if crate::planted::active(crate::planted::Bug::TruncateToHw) {
+            let hw = f.partition.high_watermark().unwrap_or(0);
+            let _ = self.follower_apply(&f.partition, f.leader_epoch, FollowerStep::TruncateTo(hw));
         }
     }
 

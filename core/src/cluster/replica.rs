@@ -112,7 +112,8 @@ impl LeaderState {
 
     fn advance(&mut self, local_durable: i64) -> bool {
         let mut hw = local_durable;
-        for b in self.maximal_isr() {
+        let isr = if crate::planted::active(crate::planted::Bug::AckBeforeReplicate) { Vec::new() } else { self.maximal_isr() };
+        for b in isr {
             if b == self.me {
                 continue;
             }

@@ -378,13 +378,13 @@ pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, 
 /// Keeps the broker in step with the quorum's image: its topics, its
 /// partition roles and what Metadata and DescribeCluster say. Wakes the
 /// replication tasks after each change.
-pub async fn run_cluster_view(shared: Arc<crate::Shared>, controller: Controller) {
+pub async fn run_cluster_view(shared: Arc<crate::Shared>, controller: Controller, incarnation: uuid::Uuid) {
     loop {
         // Listen before reading, so no change slips between the two.
         let changed = controller.sm.changed();
         let (image, _) = controller.sm.image();
         let controller_id = controller.leader().map_or(-1, |l| l as i32);
-        shared.broker.apply_image(&image, controller_id);
+        shared.broker.apply_image(&image, controller_id, incarnation);
         shared.cluster_changed.notify_waiters();
         tokio::select! {
             biased;

@@ -19,7 +19,9 @@ pub fn check(h: &History) -> Vec<String> {
         };
         if !found {
             let at = offset.map(|o| format!(" at offset {o}")).unwrap_or_default();
-            out.push(format!("acknowledged value {value} of partition {partition}{at} is not in the log"));
+            let instead = offset.and_then(|o| log.iter().find(|(lo, _)| *lo == o)).map(|(_, v)| format!(" (the log has {v} there)")).unwrap_or_default();
+            let elsewhere = log.iter().find(|(_, v)| v == value).map(|(o, _)| format!("; it is at offset {o}")).unwrap_or_default();
+            out.push(format!("acknowledged value {value} of partition {partition}{at} is not in the log{instead}{elsewhere}"));
         }
     }
     out
