@@ -219,6 +219,22 @@ async fn world(opts: Options) -> Outcome {
                     c.send_latency = default_latency.clone();
                 });
             }
+            75..=89 => {
+                // Jepsen's favourite: kill the leader of a replicated partition.
+                let partition = thread_rng().gen_range(0..crate::replication::PARTITIONS);
+                let image = members.iter().find_map(|m| m.slot.lock().unwrap().clone()).map(|c| c.sm.image().0);
+                let leader = image.as_ref().and_then(|i| i.partition(crate::replication::TOPIC, partition)).map(|p| p.leader);
+                if let Some(l) = members.iter().find(|m| Some(m.id as i32) == leader) {
+                    let down = Duration::from_millis(thread_rng().gen_range(0..3000));
+                    *l.slot.lock().unwrap() = None;
+                    *l.broker.lock().unwrap() = None;
+                    handle.kill(l.node.id());
+                    l.disk.crash();
+                    note("crash-leader", format!("node {} (leader of partition {partition}) down {down:?}", l.id));
+                    tokio::time::sleep(down).await;
+                    handle.restart(l.node.id());
+                }
+            }
             65..=74 => {
                 let (p, dur) = {
                     let mut r = thread_rng();
