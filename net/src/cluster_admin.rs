@@ -40,7 +40,13 @@ impl Cluster {
 pub fn handles(body: &RequestKind) -> bool {
     matches!(
         body,
-        RequestKind::CreateTopics(_) | RequestKind::DeleteTopics(_) | RequestKind::CreatePartitions(_) | RequestKind::InitProducerId(_) | RequestKind::Metadata(_)
+        RequestKind::CreateTopics(_)
+            | RequestKind::DeleteTopics(_)
+            | RequestKind::CreatePartitions(_)
+            | RequestKind::InitProducerId(_)
+            | RequestKind::Metadata(_)
+            | RequestKind::AlterConfigs(_)
+            | RequestKind::IncrementalAlterConfigs(_)
     )
 }
 
@@ -137,8 +143,34 @@ pub async fn handle(shared: &Shared, version: i16, body: RequestKind) -> Respons
             ResponseKind::InitProducerId(response)
         }
         RequestKind::Metadata(request) => ResponseKind::Metadata(metadata(shared, cluster, request, version).await),
+        RequestKind::AlterConfigs(request) => {
+            let outcomes = propose_all(shared, cluster, broker.plan_alter_configs(&request)).await;
+            ResponseKind::AlterConfigs(Broker::alter_configs_answer(&request, outcomes))
+        }
+        RequestKind::IncrementalAlterConfigs(request) => {
+            let outcomes = propose_all(shared, cluster, broker.plan_incremental_alter_configs(&request)).await;
+            ResponseKind::IncrementalAlterConfigs(Broker::incremental_alter_configs_answer(&request, outcomes))
+        }
         other => unreachable!("handles() admits only these requests, got {:?}", std::mem::discriminant(&other)),
     }
+}
+
+/// Proposes each planned config change, in order; waits until this broker
+/// has applied each.
+async fn propose_all(shared: &Shared, cluster: &Cluster, plans: Vec<Result<Option<Command>, Refusal>>) -> Vec<Result<(), Refusal>> {
+    let mut out = Vec::with_capacity(plans.len());
+    for plan in plans {
+        out.push(match plan {
+            Err(refusal) => Err(refusal),
+            Ok(None) => Ok(()),
+            Ok(Some(command)) => {
+                let Command::AlterConfigs { name, configs, .. } = &command else { unreachable!("config plans are AlterConfigs") };
+                let (name, configs) = (name.clone(), configs.clone());
+                propose(shared, cluster, command, |b| b.topic(&name).is_some_and(|t| t.record.configs == configs)).await.map(|_| ())
+            }
+        });
+    }
+    out
 }
 
 /// A producer id unique in the cluster, from this broker's block (taking a

@@ -15,6 +15,9 @@ use chronik_core::search::service::{SearchError, SearchService, SimpleSearch};
 use chronik_proto::grpc::admin_server::{Admin, AdminServer};
 use chronik_proto::grpc::*;
 use chronik_proto::ResponseError;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, IncrementalAlterConfigsRequest, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use tonic::{Request, Response, Status};
 
 use crate::Shared;
@@ -98,13 +101,80 @@ async fn run_search<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
     }
 }
 
+/// A Kafka answer's error as a refusal, `None` for success.
+fn refusal(code: i16, message: Option<&StrBytes>) -> Option<Refusal> {
+    (code != 0).then(|| {
+        let e = ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
+        (e, message.map(|m| m.to_string()).unwrap_or_else(|| format!("{e:?}")))
+    })
+}
+
+/// In a cluster, topic changes go through the controller as the Kafka
+/// requests that make them do (`cluster_admin`), with this service's
+/// idempotence on top.
+impl AdminService {
+    async fn create_in_cluster(&self, r: &CreateTopicRequest) -> Result<(chronik_core::broker::catalog::TopicRecord, bool), Refusal> {
+        let broker = &self.shared.broker;
+        let partitions = if r.partitions <= 0 { broker.config().num_partitions } else { r.partitions };
+        let configs = sorted(r.configs.clone());
+        if let Some(t) = broker.topic(&r.name) {
+            if t.record.partitions == partitions && t.record.configs == configs {
+                return Ok((t.record.clone(), false));
+            }
+            return Err((ResponseError::TopicAlreadyExists, format!("topic '{}' already exists with other settings ({} partitions, overrides {:?})", r.name, t.record.partitions, t.record.configs)));
+        }
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(r.name.clone())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(if r.replication_factor <= 0 { -1 } else { r.replication_factor as i16 })
+            .with_configs(configs.iter().map(|(k, v)| CreatableTopicConfig::default().with_name(StrBytes::from_string(k.clone())).with_value(Some(StrBytes::from_string(v.clone())))).collect());
+        let req = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(10_000).with_validate_only(r.validate_only);
+        let ResponseKind::CreateTopics(answer) = crate::cluster_admin::handle(&self.shared, 7, RequestKind::CreateTopics(req)).await else { unreachable!("creates answer creates") };
+        let t = &answer.topics[0];
+        if let Some(refused) = refusal(t.error_code, t.error_message.as_ref()) {
+            return Err(refused);
+        }
+        let record = broker.topic(&r.name).map(|t| t.record.clone()).unwrap_or(chronik_core::broker::catalog::TopicRecord {
+            name: r.name.clone(),
+            id: t.topic_id,
+            partitions,
+            configs,
+            created_index: None,
+        });
+        Ok((record, true))
+    }
+
+    async fn alter_in_cluster(&self, r: &AlterTopicConfigsRequest) -> Result<BTreeMap<String, String>, Refusal> {
+        use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+        if let Some(both) = r.delete.iter().find(|n| r.set.contains_key(*n)) {
+            return Err((ResponseError::InvalidRequest, format!("config '{both}' is both set and deleted")));
+        }
+        let text = |s: &str| StrBytes::from_string(s.to_string());
+        let mut configs: Vec<AlterableConfig> = sorted(r.set.clone()).iter().map(|(k, v)| AlterableConfig::default().with_name(text(k)).with_config_operation(0).with_value(Some(text(v)))).collect();
+        configs.extend(r.delete.iter().map(|k| AlterableConfig::default().with_name(text(k)).with_config_operation(1)));
+        let resource = AlterConfigsResource::default().with_resource_type(2).with_resource_name(text(&r.topic)).with_configs(configs);
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![resource]).with_validate_only(r.validate_only);
+        let ResponseKind::IncrementalAlterConfigs(answer) = crate::cluster_admin::handle(&self.shared, 1, RequestKind::IncrementalAlterConfigs(req)).await else {
+            unreachable!("alters answer alters")
+        };
+        let res = &answer.responses[0];
+        if let Some(refused) = refusal(res.error_code, res.error_message.as_ref()) {
+            return Err(refused);
+        }
+        self.shared.broker.topic(&r.topic).map(|t| t.record.configs.clone()).ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("topic '{}' does not exist", r.topic)))
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
         let r = request.into_inner();
         let broker = &self.shared.broker;
-        let (record, created) =
-            broker.create_topic_idempotent(&r.name, r.partitions, r.replication_factor, sorted(r.configs), r.validate_only).map_err(status)?;
+        let (record, created) = if self.shared.cluster.get().is_some() {
+            self.create_in_cluster(&r).await.map_err(status)?
+        } else {
+            broker.create_topic_idempotent(&r.name, r.partitions, r.replication_factor, sorted(r.configs), r.validate_only).map_err(status)?
+        };
         if created && !r.validate_only {
             tracing::info!(topic = %record.name, partitions = record.partitions, "created topic (admin API)");
         }
@@ -118,7 +188,18 @@ impl Admin for AdminService {
 
     async fn delete_topic(&self, request: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
         let r = request.into_inner();
-        let deleted = self.shared.broker.delete_topic_by_name(&r.name).map_err(status)?;
+        let deleted = if self.shared.cluster.get().is_some() {
+            let req = DeleteTopicsRequest::default().with_topic_names(vec![TopicName(StrBytes::from_string(r.name.clone()))]).with_timeout_ms(10_000);
+            let ResponseKind::DeleteTopics(answer) = crate::cluster_admin::handle(&self.shared, 5, RequestKind::DeleteTopics(req)).await else { unreachable!("deletes answer deletes") };
+            let t = &answer.responses[0];
+            match refusal(t.error_code, t.error_message.as_ref()) {
+                None => true,
+                Some((ResponseError::UnknownTopicOrPartition, _)) => false,
+                Some(refused) => return Err(status(refused)),
+            }
+        } else {
+            self.shared.broker.delete_topic_by_name(&r.name).map_err(status)?
+        };
         if !deleted && !r.allow_missing {
             return Err(Status::not_found(format!("topic '{}' does not exist", r.name)));
         }
@@ -150,7 +231,13 @@ impl Admin for AdminService {
 
     async fn alter_topic_configs(&self, request: Request<AlterTopicConfigsRequest>) -> Result<Response<AlterTopicConfigsResponse>, Status> {
         let r = request.into_inner();
-        let overrides = self.shared.broker.alter_topic_configs(&r.topic, &sorted(r.set), &r.delete, r.validate_only).map_err(status)?;
+        // (validate_only computes the overrides without changing anything,
+        // the same in a cluster.)
+        let overrides = if self.shared.cluster.get().is_some() && !r.validate_only {
+            self.alter_in_cluster(&r).await.map_err(status)?
+        } else {
+            self.shared.broker.alter_topic_configs(&r.topic, &sorted(r.set), &r.delete, r.validate_only).map_err(status)?
+        };
         Ok(Response::new(AlterTopicConfigsResponse { overrides: overrides.into_iter().collect() }))
     }
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from test_grpc_admin import admin_stub, pb  # noqa: F401  (pb is a fixture)
+
 SESSION_MS = 1500
 LAG_MS = 3000
 WAIT_S = 60
@@ -204,3 +206,73 @@ def test_idempotent_acks_all_producer_survives_kill9_of_the_leader(cluster_facto
     assert logs[0] == logs[1] == logs[2], f"replicas differ: {[len(x) for x in logs]} bytes"
     for n in nodes:
         assert "panicked at" not in n.log_text()
+
+
+def test_topic_admin_goes_through_the_controller(cluster_factory, pb):
+    """Config changes, new partitions and deletion reach every broker, from
+    the Kafka admin API and the gRPC admin service alike."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions
+    m, _ = pb
+    nodes = start_cluster(cluster_factory)
+    create_topic(nodes, "adm", 2)
+    admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+    res = ConfigResource(ConfigResource.Type.TOPIC, "adm",
+                         incremental_configs=[ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(timeout=30)
+    admin.create_partitions([NewPartitions("adm", 4)])["adm"].result(timeout=30)
+
+    def described(node):
+        r = admin_stub(pb, node).DescribeTopics(m.DescribeTopicsRequest(names=["adm"]), timeout=10)
+        return r.topics[0]
+
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        ts = [described(n) for n in nodes]
+        if all(dict(t.overrides).get("retention.ms") == "3600000" and len(t.partitions) == 4 for t in ts):
+            break
+        time.sleep(0.2)
+    assert all(dict(t.overrides).get("retention.ms") == "3600000" and len(t.partitions) == 4 for t in ts), ts
+    # Every partition has three replicas, the same leader seen from every broker.
+    assert all(len(p.replicas) == 3 for p in ts[0].partitions)
+    assert [[p.leader for p in t.partitions] for t in ts] == [[p.leader for p in ts[0].partitions]] * 3
+
+    # The gRPC admin service creates replicated topics too, idempotently.
+    stub = admin_stub(pb, nodes[1])
+    created = stub.CreateTopic(m.CreateTopicRequest(name="viagrpc", partitions=2, replication_factor=3), timeout=30)
+    assert created.created and all(len(p.replicas) == 3 for p in created.topic.partitions)
+    again = stub.CreateTopic(m.CreateTopicRequest(name="viagrpc", partitions=2, replication_factor=3), timeout=30)
+    assert not again.created
+
+    admin.delete_topics(["adm"], operation_timeout=30)["adm"].result(timeout=30)
+    assert stub.DeleteTopic(m.DeleteTopicRequest(name="viagrpc"), timeout=30).deleted
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        left = [t.name for n in nodes for t in admin_stub(pb, n).DescribeTopics(m.DescribeTopicsRequest(), timeout=10).topics]
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, left
+    for n in nodes:
+        assert "panicked at" not in n.log_text()
+
+
+def test_a_group_meets_at_one_coordinator_whichever_broker_its_members_ask(cluster_factory):
+    nodes = start_cluster(cluster_factory)
+    create_topic(nodes, "grp", 4)
+    wait_state(nodes, "grp", lambda s: len(s) == 4 and all(l > 0 for l, _ in s.values()), "leaders")
+    consumers = [Consumer({"bootstrap.servers": n.bootstrap, "group.id": "g1", "auto.offset.reset": "earliest",
+                           "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}) for n in nodes[:2]]
+    try:
+        for c in consumers:
+            c.subscribe(["grp"])
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            for c in consumers:
+                c.poll(0.2)
+            got = [sorted(tp.partition for tp in c.assignment()) for c in consumers]
+            if sorted(got[0] + got[1]) == [0, 1, 2, 3] and got[0] and got[1]:
+                break
+        assert sorted(got[0] + got[1]) == [0, 1, 2, 3] and got[0] and got[1], f"assignments {got}: one group, one coordinator"
+    finally:
+        for c in consumers:
+            c.close()

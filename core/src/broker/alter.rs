@@ -23,6 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::admin::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{validate_topic_name, Broker, Topic};
+use crate::cluster::image::Command;
 use crate::config::{topic_config_def, validate_topic_configs, ConfigType};
 
 /// IncrementalAlterConfigs operations.
@@ -106,6 +107,15 @@ impl Broker {
     }
 
     fn alter_resource(&self, rtype: i8, name: &str, changes: &[Change], replace: bool, validate_only: bool) -> Result<(), Refusal> {
+        if !self.check_resource(rtype, name, changes)? {
+            return Ok(());
+        }
+        self.update_topic_configs(name, |current| self.changed_topic_configs(current, changes, replace), validate_only).map(|_| ())
+    }
+
+    /// Checks one resource of a request; true if it changes a topic's
+    /// configs (a broker resource changes nothing, or is refused).
+    fn check_resource(&self, rtype: i8, name: &str, changes: &[Change]) -> Result<bool, Refusal> {
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = changes.iter().find(|c| !seen.insert(c.name.as_str())) {
             return Err((InvalidRequest, format!("config '{}' appears more than once in one resource", dup.name)));
@@ -118,7 +128,7 @@ impl Broker {
                 if let Err(e) = validate_topic_name(name) {
                     return Err((InvalidTopicException, e));
                 }
-                self.update_topic_configs(name, |current| self.changed_topic_configs(current, changes, replace), validate_only).map(|_| ())
+                Ok(true)
             }
             RESOURCE_BROKER => {
                 let me = self.config.node_id.to_string();
@@ -126,7 +136,7 @@ impl Broker {
                     return Err((InvalidRequest, format!("this is broker {me}, not broker '{name}'")));
                 }
                 match changes.first() {
-                    None => Ok(()),
+                    None => Ok(false),
                     Some(c) => Err((
                         InvalidRequest,
                         format!("broker config '{}' cannot be changed at run time: broker configs come from flags, CHRONIK_* environment or the config file, read at start", c.name),
@@ -135,6 +145,80 @@ impl Broker {
             }
             other => Err((InvalidRequest, format!("resource type {other} cannot be altered; use 2 (topic)"))),
         }
+    }
+
+    /// In a cluster: the controller command each resource needs (`None`:
+    /// nothing to propose), computed from the topic's current overrides, or
+    /// why the resource is refused. The command names the overrides it was
+    /// computed from, so a concurrent change makes it fail, not vanish.
+    fn plan_resources(&self, resources: impl Iterator<Item = (i8, String, Vec<Change>)>, replace: bool, validate_only: bool) -> Vec<Result<Option<Command>, Refusal>> {
+        resources
+            .map(|(rtype, name, changes)| {
+                if !self.check_resource(rtype, &name, &changes)? {
+                    return Ok(None);
+                }
+                let topic = self.topic(&name).filter(|t| self.is_cluster_topic(t)).ok_or_else(|| (UnknownTopicOrPartition, format!("topic '{name}' does not exist")))?;
+                let configs = self.changed_topic_configs(&topic.record.configs, &changes, replace)?;
+                if validate_only || configs == topic.record.configs {
+                    return Ok(None);
+                }
+                Ok(Some(Command::AlterConfigs { name, configs, expected: Some(topic.record.configs.clone()) }))
+            })
+            .collect()
+    }
+
+    /// AlterConfigs in a cluster: the commands to propose, per resource.
+    pub fn plan_alter_configs(&self, request: &AlterConfigsRequest) -> Vec<Result<Option<Command>, Refusal>> {
+        let resources = request.resources.iter().map(|res| {
+            let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: OP_SET, value: c.value.as_ref().map(|v| v.to_string()) });
+            (res.resource_type, res.resource_name.to_string(), changes.collect())
+        });
+        self.plan_resources(resources, true, request.validate_only)
+    }
+
+    /// IncrementalAlterConfigs in a cluster: the commands to propose, per resource.
+    pub fn plan_incremental_alter_configs(&self, request: &IncrementalAlterConfigsRequest) -> Vec<Result<Option<Command>, Refusal>> {
+        let resources = request.resources.iter().map(|res| {
+            let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: c.config_operation, value: c.value.as_ref().map(|v| v.to_string()) });
+            (res.resource_type, res.resource_name.to_string(), changes.collect())
+        });
+        self.plan_resources(resources, false, request.validate_only)
+    }
+
+    /// The AlterConfigs answer from each resource's outcome.
+    pub fn alter_configs_answer(request: &AlterConfigsRequest, outcomes: Vec<Result<(), Refusal>>) -> AlterConfigsResponse {
+        let responses = request
+            .resources
+            .iter()
+            .zip(outcomes)
+            .map(|(res, outcome)| {
+                let (code, message) = answer(outcome);
+                alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone())
+                    .with_error_code(code)
+                    .with_error_message(message)
+            })
+            .collect();
+        AlterConfigsResponse::default().with_responses(responses)
+    }
+
+    /// The IncrementalAlterConfigs answer from each resource's outcome.
+    pub fn incremental_alter_configs_answer(request: &IncrementalAlterConfigsRequest, outcomes: Vec<Result<(), Refusal>>) -> IncrementalAlterConfigsResponse {
+        let responses = request
+            .resources
+            .iter()
+            .zip(outcomes)
+            .map(|(res, outcome)| {
+                let (code, message) = answer(outcome);
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone())
+                    .with_error_code(code)
+                    .with_error_message(message)
+            })
+            .collect();
+        IncrementalAlterConfigsResponse::default().with_responses(responses)
     }
 
     /// The topic's overrides after `changes`, validated as a whole.

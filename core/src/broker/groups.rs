@@ -284,6 +284,23 @@ impl Broker {
         }
     }
 
+    /// The broker that coordinates `key`: this one on a single node; in a
+    /// cluster, one of the live brokers chosen by a hash of the key, so that
+    /// every broker names the same one and a group's members all meet there.
+    /// (Its groups' state stays on that broker: coordinators do not move
+    /// with a replicated `__consumer_offsets` yet.)
+    fn coordinator_for(&self, key: &str) -> (i32, String, i32) {
+        let me = (self.config.node_id, self.config.advertised_host.clone(), self.config.advertised_port);
+        let Some(view) = self.cluster_view() else { return me };
+        let live: Vec<_> = view.brokers.iter().filter(|b| !b.3).collect();
+        if live.is_empty() {
+            return me;
+        }
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+        let b = live[(hash % live.len() as u64) as usize];
+        (b.0, b.1.clone(), b.2)
+    }
+
     fn find_coordinator(&self, r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
         let keys: Vec<String> = if version >= 4 { r.coordinator_keys.iter().map(|k| k.to_string()).collect() } else { vec![r.key.to_string()] };
         let available = self.offsets_topic();
@@ -301,9 +318,10 @@ impl Broker {
                 };
                 match error {
                     Ok(()) => {
-                        c.node_id = BrokerId(self.config.node_id);
-                        c.host = text(self.config.advertised_host.clone());
-                        c.port = self.config.advertised_port;
+                        let (id, host, port) = self.coordinator_for(&key);
+                        c.node_id = BrokerId(id);
+                        c.host = text(host);
+                        c.port = port;
                         c.error_message = None;
                     }
                     Err((e, message)) => {

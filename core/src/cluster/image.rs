@@ -108,8 +108,14 @@ pub enum Command {
     DeleteTopic { name: String },
     /// Adds partitions with these replicas.
     CreatePartitions { name: String, assignment: Vec<Vec<NodeId>> },
-    /// Replaces a topic's config overrides.
-    AlterConfigs { name: String, configs: BTreeMap<String, String> },
+    /// Replaces a topic's config overrides; refused if `expected` is given
+    /// and the current ones differ (a concurrent change won).
+    AlterConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+        #[serde(default)]
+        expected: Option<BTreeMap<String, String>>,
+    },
     /// A partition leader changes its ISR.
     AlterPartition { topic: String, partition: i32, leader: NodeId, leader_epoch: i32, partition_epoch: i32, isr: Vec<NodeId> },
     /// Hands out a block of producer ids.
@@ -273,8 +279,11 @@ impl Image {
                     }
                 }
             }
-            Command::AlterConfigs { name, configs } => match self.topics.get_mut(name) {
+            Command::AlterConfigs { name, configs, expected } => match self.topics.get_mut(name) {
                 None => refused(Refusal::UnknownTopic, format!("topic '{name}' does not exist")),
+                Some(t) if expected.as_ref().is_some_and(|e| *e != t.configs) => {
+                    refused(Refusal::InvalidRequest, format!("topic '{name}' configs changed concurrently; retry"))
+                }
                 Some(t) => {
                     t.configs = configs.clone();
                     Applied::Done

@@ -100,6 +100,10 @@ impl Indexer {
                 continue;
             }
             for p in &topic.partitions {
+                // In a cluster, a broker indexes the replicas it holds.
+                if matches!(&*p.role(), crate::broker::replication::Role::NotReplica) {
+                    continue;
+                }
                 let name = index_name(&topic.record, p.index);
                 keep.insert(name.clone());
                 if rebuilds.contains(&topic.record.name) {
