@@ -39,16 +39,15 @@ pub struct Settings {
     /// This broker's id [default: 1]
     #[arg(long, env = "CHRONIK_NODE_ID")]
     pub node_id: Option<i32>,
-    /// The controller quorum, as id@host:port of each member's --rpc-listen
-    /// (in development: forms the quorum and registers this broker; topics
-    /// are not yet replicated)
-    #[arg(long, env = "CHRONIK_CONTROLLERS", hide = true)]
+    /// The cluster's members, as id@host:port of each one's --rpc-listen
+    /// (every member is a controller voter; this node must be listed)
+    #[arg(long, env = "CHRONIK_CONTROLLERS")]
     pub controllers: Option<String>,
     /// A broker not heard from for this long is fenced (broker.session.timeout.ms) [default: 9000]
-    #[arg(long, env = "CHRONIK_BROKER_SESSION_TIMEOUT_MS", hide = true)]
+    #[arg(long, env = "CHRONIK_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
     /// A follower not caught up with its leader for this long leaves the ISR (replica.lag.time.max.ms) [default: 30000]
-    #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS", hide = true)]
+    #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<i64>,
     /// Replicas of auto-created topics and of CreateTopics without a replication factor (default.replication.factor) [default: 1]
     #[arg(long, env = "CHRONIK_DEFAULT_REPLICATION_FACTOR")]
