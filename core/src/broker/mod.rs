@@ -19,6 +19,8 @@ pub mod replication;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
+mod replication_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,138 @@
+//! Two brokers in one process, replicating one partition by hand: the
+//! leader's and follower's sides of a replica fetch, acks=all at the
+//! replicated high watermark, and truncation by leader epoch after a
+//! leadership change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chronik_proto::ResponseError::*;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::replication::{AckState, ReplicaFetch, Role};
+use super::*;
+use crate::clock::ManualClock;
+use crate::cluster::image::{BrokerInfo, Command, Image, PartitionState};
+use crate::disk::SimDisk;
+use crate::testing::simple;
+
+const TOPIC_ID: Uuid = Uuid::from_u128(7);
+
+struct Node {
+    broker: Broker,
+    incarnation: Uuid,
+}
+
+fn node(id: i32) -> Node {
+    let config = BrokerConfig { node_id: id, ..BrokerConfig::default() };
+    let disk = SimDisk::new(id as u64);
+    let broker = Broker::open(config, Arc::new(disk), Arc::new(ManualClock::new(1_000_000)), Arc::new(Rng::seeded(id as u64))).unwrap();
+    broker.adopt_cluster_id("cluster").unwrap();
+    Node { broker, incarnation: Uuid::from_u128(100 + id as u128) }
+}
+
+/// An image with brokers 1 and 2 live and topic `t` (one partition on both).
+fn image(nodes: &[&Node], leader: i32, leader_epoch: i32, isr: Vec<i32>) -> Image {
+    let mut img = Image { cluster_id: Some("cluster".into()), ..Image::default() };
+    for (i, n) in nodes.iter().enumerate() {
+        let id = i as i32 + 1;
+        let info = BrokerInfo { id, host: "h".into(), kafka_port: 9092, rpc: "r".into(), incarnation: n.incarnation, fenced: false, left: false };
+        img.apply(&Command::RegisterBroker { info });
+        img.apply(&Command::UnfenceBroker { id, incarnation: n.incarnation });
+    }
+    img.applied_index = 10;
+    let state = PartitionState { replicas: vec![1, 2], isr, leader, leader_epoch, partition_epoch: leader_epoch };
+    img.topics.insert("t".into(), crate::cluster::image::TopicState { id: TOPIC_ID, created_index: 5, configs: BTreeMap::new(), partitions: vec![state] });
+    img
+}
+
+fn produce(b: &Broker, records: Vec<u8>) -> (i16, ProduceOutcome) {
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("t")))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(records)))])]);
+    let out = b.produce(req, 9);
+    (out.response.responses[0].partition_responses[0].error_code, out)
+}
+
+/// One follower fetch: ask the leader, apply its answer, fsync.
+fn replicate(leader: &Broker, follower: &Broker, replica: i32, epoch: i32) {
+    let p = follower.topic("t").unwrap().partition(0).unwrap().clone();
+    let (fetch_offset, last_fetched_epoch, durable_end) = follower.replica_position(&p, epoch).expect("follows");
+    let f = ReplicaFetch { topic_id: TOPIC_ID, partition: 0, replica, leader_epoch: epoch, fetch_offset, last_fetched_epoch, durable_end, max_bytes: 1 << 20 };
+    let (answer, _) = leader.replica_fetch(&f);
+    if let Some(step) = follower.follower_step(&p, answer).unwrap() {
+        assert!(follower.follower_apply(&p, epoch, step).unwrap());
+    }
+    follower.flush();
+}
+
+fn log_bytes(b: &Broker) -> Vec<u8> {
+    let p = b.topic("t").unwrap().partition(0).unwrap().clone();
+    let guard = p.lock_log();
+    let log = guard.as_ref().unwrap();
+    log.read(0, usize::MAX, true, log.log_end_offset()).unwrap().bytes
+}
+
+#[test]
+fn acks_all_waits_for_the_follower_and_a_new_leader_truncates_the_old_tail() {
+    let (n1, n2) = (node(1), node(2));
+    let img = image(&[&n1, &n2], 1, 0, vec![1, 2]);
+    n1.broker.apply_image(&img, 1, n1.incarnation);
+    n2.broker.apply_image(&img, 1, n2.incarnation);
+    let p1 = n1.broker.topic("t").unwrap().partition(0).unwrap().clone();
+    assert!(matches!(&*p1.role(), Role::Leader { .. }));
+
+    // Only the leader takes writes.
+    assert_eq!(produce(&n2.broker, simple(2, 1)).0, NotLeaderOrFollower.code());
+    let (code, out) = produce(&n1.broker, simple(2, 1));
+    assert_eq!(code, 0);
+    let wait = &out.waits[0];
+    n1.broker.flush();
+    assert_eq!(p1.ack_state(wait.leader_epoch, wait.offset), AckState::Waiting, "the follower has not got it");
+    replicate(&n1.broker, &n2.broker, 2, 0); // fetches the batch, fsyncs it
+    replicate(&n1.broker, &n2.broker, 2, 0); // reports it fsynced
+    assert_eq!(p1.ack_state(wait.leader_epoch, wait.offset), AckState::Committed);
+
+    // Leader 1 appends a batch nobody else gets, then broker 2 takes over
+    // at epoch 1 (1 fenced, say) and writes its own.
+    assert_eq!(produce(&n1.broker, simple(3, 2)).0, 0);
+    n1.broker.flush();
+    let img = image(&[&n1, &n2], 2, 1, vec![2]);
+    n2.broker.apply_image(&img, 1, n2.incarnation);
+    assert_eq!(produce(&n2.broker, simple(1, 3)).0, 0);
+    n2.broker.flush();
+    // Broker 1 learns it follows now: its unacknowledged tail goes, by epoch.
+    n1.broker.apply_image(&img, 1, n1.incarnation);
+    assert_eq!(p1.ack_state(0, 5), AckState::Lost(NotLeaderOrFollower), "an old-epoch wait is answered, never acknowledged");
+    replicate(&n2.broker, &n1.broker, 1, 1); // diverging: truncate to 2
+    replicate(&n2.broker, &n1.broker, 1, 1); // the new leader's batch
+    assert_eq!(log_bytes(&n1.broker), log_bytes(&n2.broker), "replicas identical after truncation");
+    assert_eq!(p1.log_end_offset(), Some(3));
+
+    // A fetch at a stale epoch is fenced; one from a non-replica refused.
+    let f = ReplicaFetch { topic_id: TOPIC_ID, partition: 0, replica: 1, leader_epoch: 0, fetch_offset: 3, last_fetched_epoch: 1, durable_end: 3, max_bytes: 1 << 10 };
+    assert!(matches!(n2.broker.replica_fetch(&f).0, super::replication::ReplicaAnswer::Refused(FencedLeaderEpoch, _)));
+    let f = ReplicaFetch { replica: 9, leader_epoch: 1, ..f };
+    assert!(matches!(n2.broker.replica_fetch(&f).0, super::replication::ReplicaAnswer::Refused(NotLeaderOrFollower, _)));
+}
+
+#[test]
+fn a_broker_not_registered_in_the_image_neither_leads_nor_follows() {
+    let (n1, n2) = (node(1), node(2));
+    let img = image(&[&n1, &n2], 1, 0, vec![1, 2]);
+    // A restarted process (new incarnation) before it registered.
+    n1.broker.apply_image(&img, 1, Uuid::from_u128(999));
+    let p1 = n1.broker.topic("t").unwrap().partition(0).unwrap().clone();
+    assert!(matches!(&*p1.role(), Role::Unavailable { .. }));
+    assert_eq!(produce(&n1.broker, simple(1, 1)).0, NotLeaderOrFollower.code());
+    // A data directory of another cluster takes no topics at all.
+    let other = Image { cluster_id: Some("elsewhere".into()), ..img.clone() };
+    let n3 = node(3);
+    n3.broker.apply_image(&other, 1, n3.incarnation);
+    assert!(n3.broker.topic("t").is_none());
+    assert!(n1.broker.adopt_cluster_id("elsewhere").is_err(), "it holds the cluster's topic");
+}
