@@ -325,16 +325,15 @@ pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, 
             // its data directory against that name before it registers.
             match controller.propose(Command::InitCluster { cluster_id: shared.broker.cluster_id() }).await {
                 // (Applied on the leader; this member's copy may lag a moment.)
-                Ok(_) => match controller.sm.with_image(|img| img.cluster_id.clone()) {
-                    Some(id) => {
+                Ok(_) => {
+                    if let Some(id) = controller.sm.with_image(|img| img.cluster_id.clone()) {
                         if let Err(e) = shared.broker.adopt_cluster_id(&id) {
                             tracing::error!(node = info.id, error = %e, "refused to join the cluster: wrong cluster id");
                             return;
                         }
                         named = true;
                     }
-                    None => {}
-                },
+                }
                 Err(e) => tracing::debug!(error = %e, "cannot reach the controller quorum to check the cluster id; retrying"),
             }
         }
