@@ -195,14 +195,17 @@ def main():
         create(nodes, "rep", 3, 3)
         log(f"3 brokers, replication factor 3: producing {RECORDS} records")
         rep = throughput(nodes, "rep")
-        create(nodes, "fo", 1, 3)
-        log(f"{KILLS} leader kills")
-        fo = failovers(nodes, "fo")
+        fo = []
+        if KILLS > 0:
+            create(nodes, "fo", 1, 3)
+            log(f"{KILLS} leader kills")
+            fo = failovers(nodes, "fo")
         print(f"produce, 1 broker (RF 1):       {solo:,.0f} records/s (200-byte values, acks=all, idempotent)")
         print(f"produce, 3 brokers (RF 3):      {rep:,.0f} records/s")
         print(f"ratio:                          {rep / solo:.2f}")
-        print(f"leader failover (kill -9 to first acknowledged write, session {SESSION_MS} ms), {len(fo)} kills: "
-              f"p50 {pct(fo, 0.5):.2f} s, p99 {pct(fo, 0.99):.2f} s, max {max(fo):.2f} s")
+        if fo:
+            print(f"leader failover (kill -9 to first acknowledged write, session {SESSION_MS} ms), {len(fo)} kills: "
+                  f"p50 {pct(fo, 0.5):.2f} s, p99 {pct(fo, 0.99):.2f} s, max {max(fo):.2f} s")
     finally:
         for n in nodes:
             n.stop()
