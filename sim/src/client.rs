@@ -85,3 +85,20 @@ pub fn records(mut bytes: Bytes, from: i64) -> anyhow::Result<Vec<(i64, String)>
     }
     Ok(out)
 }
+
+/// One fetch of `partition` of `topic` from `from` (no waiting, up to 1 MiB):
+/// its records and the high watermark, or `None` if the broker answered
+/// with an error or not at all.
+pub async fn read_once(conn: &mut Conn, topic: &str, partition: i32, from: i64) -> anyhow::Result<Option<(Vec<(i64, String)>, i64)>> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    let req = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partitions(vec![FetchPartition::default().with_partition(partition).with_fetch_offset(from).with_partition_max_bytes(1 << 20)])]);
+    let Ok(ResponseKind::Fetch(r)) = conn.call(ApiKey::Fetch, 11, RequestKind::Fetch(req)).await else { return Ok(None) };
+    let pd = &r.responses[0].partitions[0];
+    if pd.error_code != 0 {
+        return Ok(None);
+    }
+    Ok(Some((records(pd.records.clone().unwrap_or_default(), from)?, pd.high_watermark)))
+}

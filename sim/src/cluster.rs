@@ -188,13 +188,8 @@ async fn world(opts: Options) -> Outcome {
         match choice {
             0..=24 => {
                 let down = Duration::from_millis(thread_rng().gen_range(0..3000));
-                *m.slot.lock().unwrap() = None;
-                *m.broker.lock().unwrap() = None;
-                handle.kill(m.node.id());
-                m.disk.crash();
                 note("crash", format!("node {} down {down:?}", m.id));
-                tokio::time::sleep(down).await;
-                handle.restart(m.node.id());
+                crash(&handle, m, down).await;
             }
             25..=49 => {
                 let dur = Duration::from_millis(thread_rng().gen_range(200..4000));
@@ -226,13 +221,8 @@ async fn world(opts: Options) -> Outcome {
                 let leader = image.as_ref().and_then(|i| i.partition(crate::replication::TOPIC, partition)).map(|p| p.leader);
                 if let Some(l) = members.iter().find(|m| Some(m.id as i32) == leader) {
                     let down = Duration::from_millis(thread_rng().gen_range(0..3000));
-                    *l.slot.lock().unwrap() = None;
-                    *l.broker.lock().unwrap() = None;
-                    handle.kill(l.node.id());
-                    l.disk.crash();
                     note("crash-leader", format!("node {} (leader of partition {partition}) down {down:?}", l.id));
-                    tokio::time::sleep(down).await;
-                    handle.restart(l.node.id());
+                    crash(&handle, l, down).await;
                 }
             }
             65..=74 => {
@@ -320,6 +310,16 @@ async fn world(opts: Options) -> Outcome {
     }
     history.push(Event::Note(format!("acked allocations {} topics {}", q.allocations.len(), q.acked_topics.len())));
     Outcome { history, violations, faults, sim_elapsed: start.elapsed() }
+}
+
+/// Kills a node (its unsynced writes are lost) and restarts it after `down`.
+async fn crash(handle: &Handle, m: &Member, down: Duration) {
+    *m.slot.lock().unwrap() = None;
+    *m.broker.lock().unwrap() = None;
+    handle.kill(m.node.id());
+    m.disk.crash();
+    tokio::time::sleep(down).await;
+    handle.restart(m.node.id());
 }
 
 fn sample(slots: &[(u64, Slot)], quorum: &Arc<Mutex<QuorumHistory>>) {

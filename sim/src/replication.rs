@@ -235,21 +235,13 @@ pub async fn final_read(n: u64) -> anyhow::Result<BTreeMap<Partition, Vec<(i64, 
                 continue;
             };
             let from = log.last().map(|l| l.0 + 1).unwrap_or(0);
-            let req = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![FetchTopic::default()
-                .with_topic(name(TOPIC))
-                .with_partitions(vec![FetchPartition::default().with_partition(p).with_fetch_offset(from).with_partition_max_bytes(1 << 20)])]);
-            let Ok(ResponseKind::Fetch(r)) = conn.call(ApiKey::Fetch, 11, RequestKind::Fetch(req)).await else {
+            let Some((records, high_watermark)) = client::read_once(&mut conn, TOPIC, p, from).await? else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let pd = &r.responses[0].partitions[0];
-            if pd.error_code != 0 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            log.extend(client::records(pd.records.clone().unwrap_or_default(), from)?);
+            log.extend(records);
             let end = log.last().map(|l| l.0 + 1).unwrap_or(0);
-            if end >= pd.high_watermark {
+            if end >= high_watermark {
                 logs.insert(p, log);
                 break;
             }

@@ -10,7 +10,6 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
-use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -427,49 +426,13 @@ impl Broker {
     }
 
     pub(super) fn delete_topics(&self, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
-        // v6 names topics by name or id in `topics`; older versions list names.
-        let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
-            request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
-        } else {
-            request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect()
-        };
-        let mut responses = Vec::with_capacity(targets.len());
-        for (name, id) in targets {
-            let topic = match &name {
-                Some(n) => self.topic(n),
-                None => self.topic_by_id(id),
-            };
-            let mut r = DeletableTopicResult::default().with_name(name.clone().map(|n| TopicName(text(n))));
-            r.error_message = None;
-            if version >= 6 {
-                r.topic_id = topic.as_ref().map(|t| t.record.id).unwrap_or(id);
+        let (mut response, deletes) = self.plan_delete_topics(request, version);
+        for (slot, name) in deletes {
+            if let Err(message) = self.delete_topic(&name) {
+                Broker::delete_failed(&mut response, slot, (KafkaStorageError, message), version);
             }
-            match topic {
-                None => {
-                    r.error_code = if name.is_none() { UnknownTopicId } else { UnknownTopicOrPartition }.code();
-                }
-                Some(t) if super::is_internal(&t.record.name) => {
-                    r.name = Some(TopicName(text(t.record.name.clone())));
-                    r.error_code = InvalidTopicException.code();
-                    if version >= 5 {
-                        r.error_message = Some(text(format!("{} is an internal topic; it cannot be deleted", t.record.name)));
-                    }
-                }
-                Some(t) => {
-                    if version >= 6 {
-                        r.name = Some(TopicName(text(t.record.name.clone())));
-                    }
-                    if let Err(message) = self.delete_topic(&t.record.name) {
-                        r.error_code = KafkaStorageError.code();
-                        if version >= 5 {
-                            r.error_message = Some(text(message));
-                        }
-                    }
-                }
-            }
-            responses.push(r);
         }
-        DeleteTopicsResponse::default().with_responses(responses)
+        response
     }
 
     pub(super) fn delete_topic(&self, name: &str) -> Result<(), String> {

@@ -157,9 +157,11 @@ impl Broker {
         CreateTopicsResponse::default().with_topics(results)
     }
 
-    /// DeleteTopics in a cluster: the topics to delete (by name), and the
-    /// answer with refusals filled in; the caller proposes the deletions
-    /// and marks the ones that failed with [`Broker::delete_failed`].
+    /// DeleteTopics: the topics to delete (by name), and the answer with
+    /// refusals filled in; the caller deletes them (here, or through the
+    /// controller in a cluster) and marks the ones that failed with
+    /// [`Broker::delete_failed`]. Internal topics, and in a cluster a
+    /// broker's own topics, are refused.
     pub fn plan_delete_topics(&self, request: DeleteTopicsRequest, version: i16) -> (DeleteTopicsResponse, Vec<(usize, String)>) {
         let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
             request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
@@ -180,11 +182,12 @@ impl Broker {
             }
             match topic {
                 None => r.error_code = if name.is_none() { UnknownTopicId } else { UnknownTopicOrPartition }.code(),
-                Some(t) if is_internal(&t.record.name) || !self.is_cluster_topic(&t) => {
+                Some(t) if is_internal(&t.record.name) || (self.cluster_view().is_some() && !self.is_cluster_topic(&t)) => {
                     r.name = Some(TopicName(text(t.record.name.clone())));
                     r.error_code = InvalidTopicException.code();
                     if version >= 5 {
-                        r.error_message = Some(text(format!("{} is an internal topic; it cannot be deleted", t.record.name)));
+                        let why = if is_internal(&t.record.name) { "an internal topic" } else { "this broker's own topic, not the cluster's" };
+                        r.error_message = Some(text(format!("{} is {why}; it cannot be deleted", t.record.name)));
                     }
                 }
                 Some(t) => {
