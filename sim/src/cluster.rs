@@ -161,12 +161,13 @@ async fn world(opts: Options) -> Outcome {
 
     // Sample every node's Raft state.
     let slots: Vec<(u64, Slot)> = members.iter().map(|m| (m.id, m.slot.clone())).collect();
+    let broker_slots: Vec<(u64, BrokerSlot)> = members.iter().map(|m| (m.id, m.broker.clone())).collect();
     let sampling = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (slots, quorum, sampling) = (slots.clone(), quorum.clone(), sampling.clone());
+        let (slots, broker_slots, quorum, sampling) = (slots.clone(), broker_slots.clone(), quorum.clone(), sampling.clone());
         tokio::spawn(async move {
             while !sampling.load(Ordering::SeqCst) {
-                sample(&slots, &quorum);
+                sample(&slots, &broker_slots, &quorum);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -322,8 +323,18 @@ async fn crash(handle: &Handle, m: &Member, down: Duration) {
     handle.restart(m.node.id());
 }
 
-fn sample(slots: &[(u64, Slot)], quorum: &Arc<Mutex<QuorumHistory>>) {
+fn sample(slots: &[(u64, Slot)], brokers: &[(u64, BrokerSlot)], quorum: &Arc<Mutex<QuorumHistory>>) {
     let mut q = quorum.lock().unwrap();
+    for (id, slot) in brokers {
+        let Some(b) = slot.lock().unwrap().clone() else { continue };
+        for t in b.topics() {
+            for p in &t.partitions {
+                if let chronik_core::broker::replication::Role::Leader { leader, .. } = &*p.role() {
+                    q.partition_leaders.entry((t.record.name.clone(), p.index, leader.leader_epoch)).or_default().insert(*id);
+                }
+            }
+        }
+    }
     for (id, slot) in slots {
         let Some(c) = slot.lock().unwrap().clone() else { continue };
         let m = c.raft.metrics().borrow().clone();

@@ -366,10 +366,14 @@ pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, 
                 Err(e) => tracing::debug!(error = %e, "heartbeat failed; retrying"),
             }
         }
+        // Until registered, retry soon (a long session's heartbeat interval
+        // would keep a starting broker out that long), unless the quorum
+        // refused the registration: each refusal is a committed command.
+        let pause = if registered || refusals > 0 { interval } else { interval.min(Duration::from_millis(250)) };
         tokio::select! {
             biased;
             _ = shared.stopped() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -385,6 +389,9 @@ pub async fn run_cluster_view(shared: Arc<crate::Shared>, controller: Controller
         let controller_id = controller.leader().map_or(-1, |l| l as i32);
         shared.broker.apply_image(&image, controller_id, incarnation);
         shared.cluster_changed.notify_waiters();
+        // An ISR that shrank may have moved a high watermark, and a lost
+        // leadership ends acks=all waits: both look again.
+        shared.hw_advanced.notify_waiters();
         tokio::select! {
             biased;
             _ = shared.stopped() => return,

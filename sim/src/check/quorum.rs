@@ -6,7 +6,9 @@
 //!   acknowledged is in the final image, and no two acknowledged producer-id
 //!   allocations handed out the same ids;
 //! - **convergence**: after healing, every node applied the same image, in
-//!   which every broker is registered and unfenced.
+//!   which every broker is registered and unfenced;
+//! - **one partition leader per epoch**: no two brokers ever acted as
+//!   leader of one partition at one leader epoch.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +29,8 @@ pub struct QuorumHistory {
     pub nodes: Vec<u64>,
     /// Broken image invariants (`Image::check`) seen in samples: (node, index, what).
     pub broken: Vec<(u64, u64, String)>,
+    /// (topic, partition, leader epoch) -> the brokers seen acting as its leader.
+    pub partition_leaders: BTreeMap<(String, i32, i32), BTreeSet<u64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +53,9 @@ pub fn check(h: &QuorumHistory) -> Vec<String> {
     }
     for (term, nodes) in by_term.iter().filter(|(_, n)| n.len() > 1) {
         out.push(format!("term {term} had {} leaders: {nodes:?}", nodes.len()));
+    }
+    for ((topic, partition, epoch), nodes) in h.partition_leaders.iter().filter(|(_, n)| n.len() > 1) {
+        out.push(format!("{topic}-{partition} had {} leaders at leader epoch {epoch}: brokers {nodes:?}", nodes.len()));
     }
     let mut at_index: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for (node, index, hash) in &h.applied {
@@ -110,6 +117,7 @@ mod tests {
             finals: [(1, view.clone()), (2, view.clone()), (3, view)].into(),
             nodes: vec![1, 2, 3],
             broken: Vec::new(),
+            partition_leaders: [(("r".to_string(), 0, 1), [1].into()), (("r".to_string(), 0, 2), [2].into())].into(),
         }
     }
 
@@ -141,5 +149,8 @@ mod tests {
         let mut h = healthy();
         h.finals.remove(&3);
         assert!(check(&h).iter().any(|v| v.contains("did not converge")));
+        let mut h = healthy();
+        h.partition_leaders.get_mut(&("r".to_string(), 0, 2)).unwrap().insert(3);
+        assert!(check(&h)[0].contains("r-0 had 2 leaders at leader epoch 2"));
     }
 }
