@@ -136,6 +136,19 @@ impl Broker {
                     m
                 })
                 .collect(),
+            // A cluster topic this broker's image does not show (yet, after a
+            // restart): no leader to offer.
+            None if topic.record.created_index.is_some() => topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut m = MetadataResponsePartition::default().with_partition_index(p.index).with_leader_id(BrokerId(-1)).with_error_code(LeaderNotAvailable.code());
+                    if version >= 7 {
+                        m.leader_epoch = -1;
+                    }
+                    m
+                })
+                .collect(),
             None => topic
                 .partitions
                 .iter()
