@@ -44,6 +44,33 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
+/// A new partition count: positive, and at most 100000.
+pub(super) fn check_partition_count(partitions: i32) -> Result<(), (ResponseError, String)> {
+    if partitions <= 0 {
+        return Err((InvalidPartitions, format!("number of partitions must be positive, not {partitions}")));
+    }
+    if partitions > 100_000 {
+        return Err((InvalidPartitions, format!("{partitions} partitions is more than the limit of 100000")));
+    }
+    Ok(())
+}
+
+/// A CreateTopics topic's config overrides: each named config known and
+/// given a value (the values are validated as a whole afterwards).
+pub(super) fn creatable_configs(t: &CreatableTopic) -> Result<BTreeMap<String, String>, (ResponseError, String)> {
+    let mut configs = BTreeMap::new();
+    for c in &t.configs {
+        let Some(value) = &c.value else {
+            return Err((InvalidConfig, format!("config '{}' has a null value", c.name)));
+        };
+        if topic_config_def(&c.name).is_none() {
+            return Err((InvalidConfig, format!("unknown topic config '{}'", c.name)));
+        }
+        configs.insert(c.name.to_string(), value.to_string());
+    }
+    Ok(configs)
+}
+
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
@@ -302,12 +329,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<Created, (ResponseError, String)> {
         validate_topic_name(name).map_err(|m| (InvalidTopicException, m))?;
-        if partitions <= 0 {
-            return Err((InvalidPartitions, format!("number of partitions must be positive, not {partitions}")));
-        }
-        if partitions > 100_000 {
-            return Err((InvalidPartitions, format!("{partitions} partitions is more than the limit of 100000")));
-        }
+        check_partition_count(partitions)?;
         validate_topic_configs(&configs).map_err(|m| (InvalidConfig, m))?;
         let exists = || (TopicAlreadyExists, format!("topic '{name}' already exists"));
         if self.read_state().catalog.topics.contains_key(name) {
@@ -425,16 +447,7 @@ impl Broker {
             rf if rf <= 0 => return Err((InvalidReplicationFactor, format!("replication factor must be positive, not {rf}"))),
             rf => return Err((InvalidReplicationFactor, format!("replication factor {rf} is larger than the 1 available broker"))),
         }
-        let mut configs = BTreeMap::new();
-        for c in &t.configs {
-            let Some(value) = &c.value else {
-                return Err((InvalidConfig, format!("config '{}' has a null value", c.name)));
-            };
-            if topic_config_def(&c.name).is_none() {
-                return Err((InvalidConfig, format!("unknown topic config '{}'", c.name)));
-            }
-            configs.insert(c.name.to_string(), value.to_string());
-        }
+        let configs = creatable_configs(t)?;
         self.create_topic(name, partitions, configs, validate_only)
     }
 
@@ -506,9 +519,7 @@ impl Broker {
         if count <= current {
             return Err((InvalidPartitions, format!("topic has {current} partitions; the new count {count} must be larger")));
         }
-        if count > 100_000 {
-            return Err((InvalidPartitions, format!("{count} partitions is more than the limit of 100000")));
-        }
+        check_partition_count(count)?;
         if let Some(a) = assignments.filter(|a| !a.is_empty()) {
             if a.len() as i32 != count - current {
                 return Err((InvalidReplicaAssignment, format!("{} assignments given for {} new partitions", a.len(), count - current)));

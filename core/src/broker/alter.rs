@@ -1,14 +1,17 @@
 //! AlterConfigs and IncrementalAlterConfigs: changing a topic's config
 //! overrides at run time (`search.enabled`, retention, segment sizes, ...).
 //!
-//! Both (and the gRPC admin service) end in `Broker::update_topic_configs`:
-//! the new overrides are computed from the current ones under the catalogue
-//! lock (config changes are serialized, so none is lost), validated as a
-//! whole, persisted in the catalogue (fsynced) before the answer, and then
-//! take effect: the partition logs get their new settings
-//! (retention applies at the next retention pass, segment sizes at the next
-//! roll) and request handlers and the search indexer see the new topic
-//! record. Broker configs are static (flags, environment, config file): a
+//! On a single broker both (and the gRPC admin service) end in
+//! `Broker::update_topic_configs`: the new overrides are computed from the
+//! current ones under the catalogue lock (config changes are serialized, so
+//! none is lost), validated as a whole, persisted in the catalogue (fsynced)
+//! before the answer, and then take effect: the partition logs get their new
+//! settings (retention applies at the next retention pass, segment sizes at
+//! the next roll) and request handlers and the search indexer see the new
+//! topic record. In a cluster the same changes are planned as controller
+//! commands instead (`plan_alter_configs`), and every broker applies them
+//! from the image. Both paths share one answer builder per API. Broker
+//! configs are static (flags, environment, config file): a
 //! request to change one is refused with `INVALID_REQUEST`.
 
 use std::collections::BTreeMap;
@@ -51,59 +54,39 @@ impl Change {
     }
 }
 
+/// AlterConfigs' resources as changes: every config is set.
+fn legacy_changes(request: &AlterConfigsRequest) -> impl Iterator<Item = (i8, String, Vec<Change>)> + '_ {
+    request.resources.iter().map(|res| {
+        let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: OP_SET, value: c.value.as_ref().map(|v| v.to_string()) });
+        (res.resource_type, res.resource_name.to_string(), changes.collect())
+    })
+}
+
+/// IncrementalAlterConfigs' resources as changes, with their operations.
+fn incremental_changes(request: &IncrementalAlterConfigsRequest) -> impl Iterator<Item = (i8, String, Vec<Change>)> + '_ {
+    request.resources.iter().map(|res| {
+        let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: c.config_operation, value: c.value.as_ref().map(|v| v.to_string()) });
+        (res.resource_type, res.resource_name.to_string(), changes.collect())
+    })
+}
+
 fn list_items(v: &str) -> Vec<String> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 impl Broker {
+    /// AlterConfigs on a single broker. The legacy API replaces the whole
+    /// set of overrides.
     pub(super) fn alter_configs(&self, request: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
-        let resources = request.resources.into_iter().map(|res| {
-            let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: OP_SET, value: c.value.as_ref().map(|v| v.to_string()) });
-            (res.resource_type, res.resource_name, changes.collect())
-        });
-        // The legacy API replaces the whole set of overrides.
-        let responses = self
-            .alter_all(resources, true, request.validate_only)
-            .map(|(rtype, name, error_code, error_message)| {
-                alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(rtype)
-                    .with_resource_name(name)
-                    .with_error_code(error_code)
-                    .with_error_message(error_message)
-            })
-            .collect();
-        AlterConfigsResponse::default().with_responses(responses)
+        let outcomes = legacy_changes(&request).map(|(rtype, name, changes)| self.alter_resource(rtype, &name, &changes, true, request.validate_only)).collect();
+        Self::alter_configs_answer(&request, outcomes)
     }
 
+    /// IncrementalAlterConfigs on a single broker.
     pub(super) fn incremental_alter_configs(&self, request: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
-        let resources = request.resources.into_iter().map(|res| {
-            let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: c.config_operation, value: c.value.as_ref().map(|v| v.to_string()) });
-            (res.resource_type, res.resource_name, changes.collect())
-        });
-        let responses = self
-            .alter_all(resources, false, request.validate_only)
-            .map(|(rtype, name, error_code, error_message)| {
-                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                    .with_resource_type(rtype)
-                    .with_resource_name(name)
-                    .with_error_code(error_code)
-                    .with_error_message(error_message)
-            })
-            .collect();
-        IncrementalAlterConfigsResponse::default().with_responses(responses)
-    }
-
-    /// Applies each resource's changes; yields (type, name, error code, message) per resource.
-    fn alter_all<'a>(
-        &'a self,
-        resources: impl Iterator<Item = (i8, StrBytes, Vec<Change>)> + 'a,
-        replace: bool,
-        validate_only: bool,
-    ) -> impl Iterator<Item = (i8, StrBytes, i16, Option<StrBytes>)> + 'a {
-        resources.map(move |(rtype, name, changes)| {
-            let (code, message) = answer(self.alter_resource(rtype, &name, &changes, replace, validate_only));
-            (rtype, name, code, message)
-        })
+        let outcomes =
+            incremental_changes(&request).map(|(rtype, name, changes)| self.alter_resource(rtype, &name, &changes, false, request.validate_only)).collect();
+        Self::incremental_alter_configs_answer(&request, outcomes)
     }
 
     fn alter_resource(&self, rtype: i8, name: &str, changes: &[Change], replace: bool, validate_only: bool) -> Result<(), Refusal> {
@@ -169,20 +152,12 @@ impl Broker {
 
     /// AlterConfigs in a cluster: the commands to propose, per resource.
     pub fn plan_alter_configs(&self, request: &AlterConfigsRequest) -> Vec<Result<Option<Command>, Refusal>> {
-        let resources = request.resources.iter().map(|res| {
-            let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: OP_SET, value: c.value.as_ref().map(|v| v.to_string()) });
-            (res.resource_type, res.resource_name.to_string(), changes.collect())
-        });
-        self.plan_resources(resources, true, request.validate_only)
+        self.plan_resources(legacy_changes(request), true, request.validate_only)
     }
 
     /// IncrementalAlterConfigs in a cluster: the commands to propose, per resource.
     pub fn plan_incremental_alter_configs(&self, request: &IncrementalAlterConfigsRequest) -> Vec<Result<Option<Command>, Refusal>> {
-        let resources = request.resources.iter().map(|res| {
-            let changes = res.configs.iter().map(|c| Change { name: c.name.to_string(), op: c.config_operation, value: c.value.as_ref().map(|v| v.to_string()) });
-            (res.resource_type, res.resource_name.to_string(), changes.collect())
-        });
-        self.plan_resources(resources, false, request.validate_only)
+        self.plan_resources(incremental_changes(request), false, request.validate_only)
     }
 
     /// The AlterConfigs answer from each resource's outcome.

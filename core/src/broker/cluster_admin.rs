@@ -5,7 +5,6 @@
 //! answer from the commands' outcomes; `chronik-net` proposes the commands
 //! in between (it owns the waiting).
 
-use std::collections::BTreeMap;
 
 use chronik_proto::ResponseError::*;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -19,10 +18,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::admin::{check_partition_count, creatable_configs};
 use super::ops::Refusal;
 use super::{is_internal, validate_topic_name, Broker};
 use crate::cluster::image::{Applied, Command, Image, Refusal as ImageRefusal};
-use crate::config::{topic_config_def, validate_topic_configs};
+use crate::config::validate_topic_configs;
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -59,16 +59,7 @@ impl Broker {
         if image.topics.contains_key(name) {
             return Err((TopicAlreadyExists, format!("topic '{name}' already exists")));
         }
-        let mut configs = BTreeMap::new();
-        for c in &t.configs {
-            let Some(value) = &c.value else {
-                return Err((InvalidConfig, format!("config '{}' has a null value", c.name)));
-            };
-            if topic_config_def(&c.name).is_none() {
-                return Err((InvalidConfig, format!("unknown topic config '{}'", c.name)));
-            }
-            configs.insert(c.name.to_string(), value.to_string());
-        }
+        let configs = creatable_configs(t)?;
         validate_topic_configs(&configs).map_err(|m| (InvalidConfig, m))?;
         let assignment = if !t.assignments.is_empty() {
             if t.num_partitions != -1 || t.replication_factor != -1 {
@@ -86,12 +77,7 @@ impl Broker {
             replicas
         } else {
             let partitions = if t.num_partitions == -1 { self.config.num_partitions } else { t.num_partitions };
-            if partitions <= 0 {
-                return Err((InvalidPartitions, format!("number of partitions must be positive, not {partitions}")));
-            }
-            if partitions > 100_000 {
-                return Err((InvalidPartitions, format!("{partitions} partitions is more than the limit of 100000")));
-            }
+            check_partition_count(partitions)?;
             let rf = if t.replication_factor == -1 { self.config.default_replication_factor } else { t.replication_factor as i32 };
             if rf <= 0 {
                 return Err((InvalidReplicationFactor, format!("replication factor must be positive, not {rf}")));
@@ -227,9 +213,7 @@ impl Broker {
                 if t.count <= current {
                     return Err((InvalidPartitions, format!("topic has {current} partitions; the new count {} must be larger", t.count)));
                 }
-                if t.count > 100_000 {
-                    return Err((InvalidPartitions, format!("{} partitions is more than the limit of 100000", t.count)));
-                }
+                check_partition_count(t.count)?;
                 let rf = state.partitions.first().map_or(1, |p| p.replicas.len() as i32);
                 let assignment = match t.assignments.as_deref().filter(|a| !a.is_empty()) {
                     Some(a) => {
