@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,20 +23,15 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from benchlib import free_port, logger
+
 RECORDS = int(os.environ.get("BENCH_CLUSTER_RECORDS", 300_000))
 KILLS = int(os.environ.get("BENCH_CLUSTER_KILLS", 20))
 SESSION_MS = int(os.environ.get("BENCH_CLUSTER_SESSION_MS", 3000))
 BIN = Path(os.environ.get("CHRONIK_BIN", Path(__file__).resolve().parent.parent / "target" / "release" / "chronik"))
 
 
-def log(msg):
-    print(f"[bench-cluster {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+log = logger("bench-cluster")
 
 
 def accepts(port):

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from benchlib import free_port, logger
+
 RECORDS = int(os.environ.get("BENCH_SEARCH_RECORDS", 1_000_000))
 QUERIES = int(os.environ.get("BENCH_SEARCH_QUERIES", 200))
 FRESH = int(os.environ.get("BENCH_SEARCH_FRESHNESS", 200))
@@ -34,14 +35,7 @@ LEVELS = ["info", "warn", "error", "debug"]
 WORDS = ["disk", "full", "network", "timeout", "login", "failed", "retry", "queue", "cache", "miss"]
 
 
-def log(msg):
-    print(f"[bench-search {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+log = logger("bench-search")
 
 
 def value(i):

@@ -18,10 +18,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import free_port, logger
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "ci" / "kafka.sh"
@@ -37,14 +38,7 @@ LAT_RATE = env_int("BENCH_LATENCY_RATE", 5000)
 LAT_RECORDS = env_int("BENCH_LATENCY_RECORDS", 20000)
 
 
-def log(msg):
-    print(f"[bench-vs-kafka {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+log = logger("bench-vs-kafka")
 
 
 def run(args, timeout=900):
