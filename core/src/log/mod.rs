@@ -831,27 +831,38 @@ impl PartitionLog {
         if offset <= self.log_start_offset() {
             return self.reset_to(offset, now_ms);
         }
-        let keep = self.segment_index_for(offset);
-        for seg in self.segments.drain(keep + 1..) {
-            seg.delete(&*self.disk, &dir).map_err(io_err(&dir))?;
-        }
         // The first batch that reaches `offset` goes, with all after it.
-        let seg = self.segments.last_mut().expect("kept one");
-        let mut position = seg.position_for(offset);
-        let mut end = seg.next_offset;
-        while let Some(h) = seg.header_at(position)? {
+        let keep = self.segment_index_for(offset);
+        let (mut position, mut end) = {
+            let seg = &self.segments[keep];
+            (seg.position_for(offset), seg.next_offset)
+        };
+        while let Some(h) = self.segments[keep].header_at(position)? {
             if h.last_offset() >= offset {
                 end = h.base_offset;
                 break;
             }
             position += h.total_len() as u64;
         }
-        seg.truncate_file(position).map_err(io_err(&dir))?;
-        // The kept segment is active again: its indexes are rebuilt by the reopen.
-        let base = seg.base_offset;
+        // In an order a crash at any step leaves a log that recovery reads
+        // as the old log or a prefix of it: first recovery must scan from
+        // `end` (the recovery point goes down durably); then the later
+        // segments go, newest first, and the kept one's indexes (it is the
+        // active segment again, whose indexes recovery rebuilds), durably;
+        // only then is its file cut. Cutting first would leave, after a
+        // crash that kept the later segments, a gap that the sealed
+        // segment's stale index would hide.
+        self.lower_recovery_point(end)?;
+        while self.segments.len() > keep + 1 {
+            let seg = self.segments.pop().expect("more than kept");
+            seg.delete(&*self.disk, &dir).map_err(io_err(&dir))?;
+        }
+        let base = self.segments[keep].base_offset;
         for suffix in [segment::INDEX_SUFFIX, segment::TIME_INDEX_SUFFIX] {
             let _ = self.disk.remove_file(&dir.join(segment::file_name(base, suffix)));
         }
+        self.disk.sync_dir(&dir).map_err(io_err(&dir))?;
+        self.segments[keep].truncate_file(position).map_err(io_err(&dir))?;
         self.forget_above(end)?;
         self.reopen(now_ms)
     }
@@ -870,7 +881,9 @@ impl PartitionLog {
     pub fn reset_to(mut self, start: i64, now_ms: i64) -> Result<PartitionLog, LogError> {
         self.ensure_online()?;
         let dir = self.dir.clone();
-        for seg in self.segments.drain(..) {
+        // As in `truncate_to`: recovery point down first, newest segment first.
+        self.lower_recovery_point(0)?;
+        while let Some(seg) = self.segments.pop() {
             seg.delete(&*self.disk, &dir).map_err(io_err(&dir))?;
         }
         self.forget_above(i64::MIN)?;
@@ -891,13 +904,23 @@ impl PartitionLog {
             }
         }
         self.epochs.truncate_from_end(end).map_err(io_err(&dir))?;
+        self.lower_recovery_point(end)?;
+        self.disk.sync_dir(&dir).map_err(io_err(&dir))
+    }
+
+    /// Makes the recovery point at most `end`, durably: a recovery after a
+    /// crash scans (rather than trusts) everything from there on.
+    fn lower_recovery_point(&mut self, end: i64) -> Result<(), LogError> {
         let point = end.clamp(0, self.recovery_point.max(0));
+        if point == self.recovery_point {
+            return Ok(());
+        }
         let mut bytes = point.to_be_bytes().to_vec();
         bytes.extend_from_slice(&crc32c::crc32c(&point.to_be_bytes()).to_be_bytes());
-        let path = dir.join(RECOVERY_POINT_FILE);
+        let path = self.dir.join(RECOVERY_POINT_FILE);
         disk::write_atomic(&*self.disk, &path, &bytes).map_err(io_err(&path))?;
         self.recovery_point = point;
-        self.disk.sync_dir(&dir).map_err(io_err(&dir))
+        Ok(())
     }
 
     /// Removes the log's directory (topic deletion).
