@@ -175,12 +175,14 @@ impl PartitionLog {
     /// Opens (recovering) or creates the log in `dir`.
     pub fn open(disk: Arc<dyn Disk>, dir: &Path, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
         if !disk.exists(dir) {
-            // Make the whole chain of new directory entries durable, or a
-            // crash could take the directory (and later its data) away.
             disk.create_dir_all(dir).map_err(io_err(dir))?;
-            for ancestor in dir.ancestors().skip(1) {
-                disk.sync_dir(ancestor).map_err(io_err(ancestor))?;
-            }
+        }
+        // Every directory entry on the way to the log's files is made
+        // durable at every open, not only when the directory is new: a
+        // creation an I/O error cut short leaves entries that exist but are
+        // not durable, and a retry must not take them for durable ones.
+        for d in dir.ancestors() {
+            disk.sync_dir(d).map_err(io_err(d))?;
         }
         let names = disk.list(dir).map_err(io_err(dir))?;
         for name in &names {
