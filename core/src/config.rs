@@ -13,6 +13,10 @@ use crate::log::LogConfig;
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    /// A member of a cluster: topics come from the controller (none is
+    /// created here alone), and group coordinators follow the leaders of
+    /// `__consumer_offsets`.
+    pub cluster: bool,
     /// The host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -57,6 +61,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             node_id: 1,
+            cluster: false,
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
             num_partitions: 1,

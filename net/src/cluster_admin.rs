@@ -5,13 +5,16 @@
 //! answer; this module proposes the commands and waits until this broker
 //! has applied them, so a Metadata right after the answer shows the change.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chronik_core::broker::ops::Refusal;
 use chronik_core::broker::Broker;
 use chronik_core::cluster::image::{Applied, Command};
 use chronik_proto::ResponseError::*;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use chronik_core::group::OFFSETS_TOPIC;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{InitProducerIdResponse, MetadataRequest, RequestKind, ResponseKind};
 use tokio::time::Instant;
 
@@ -28,12 +31,60 @@ pub struct Cluster {
     pub controller: Controller,
     /// Producer ids taken from the quorum and not handed out yet: [next, end).
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// A proposal to create `__consumer_offsets` is under way.
+    creating_offsets: AtomicBool,
 }
 
 impl Cluster {
     pub fn new(controller: Controller) -> Cluster {
-        Cluster { controller, producer_ids: tokio::sync::Mutex::new((0, 0)) }
+        Cluster { controller, producer_ids: tokio::sync::Mutex::new((0, 0)), creating_offsets: AtomicBool::new(false) }
     }
+}
+
+/// Has the controller create `__consumer_offsets` if its image lacks it;
+/// FindCoordinator answers `COORDINATOR_NOT_AVAILABLE` meanwhile and the
+/// client asks again, as with Kafka. One attempt at a time, at most one a
+/// second; a refusal (too few live brokers for its replication factor) is
+/// logged and tried again at a later FindCoordinator.
+pub fn ensure_offsets_topic(shared: &Arc<Shared>) {
+    let Some(cluster) = shared.cluster.get() else { return };
+    if cluster.controller.sm.image().0.topics.contains_key(OFFSETS_TOPIC) || cluster.creating_offsets.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let cluster = shared.cluster.get().expect("checked above");
+        let broker = &shared.broker;
+        let group = &broker.config().group;
+        let configs = [("retention.ms", "-1"), ("retention.bytes", "-1")]
+            .map(|(k, v)| CreatableTopicConfig::default().with_name(k.to_string().into()).with_value(Some(v.to_string().into())));
+        let spec = CreatableTopic::default()
+            .with_num_partitions(group.offsets_topic_partitions)
+            .with_replication_factor(group.offsets_topic_replication_factor as i16)
+            .with_configs(configs.to_vec());
+        let (image, _) = cluster.controller.sm.image();
+        let outcome = match broker.plan_topic(&image, OFFSETS_TOPIC, &spec) {
+            Ok(plan) => match cluster.controller.propose(plan.command).await {
+                Ok((applied, _)) => chronik_core::broker::cluster_admin::refusal_error(&applied).map_or(Ok(true), Err),
+                Err(e) => Err(unavailable(e)),
+            },
+            Err((TopicAlreadyExists, _)) => Ok(false),
+            Err(refusal) => Err(refusal),
+        };
+        match outcome {
+            Ok(true) => tracing::info!(
+                partitions = group.offsets_topic_partitions,
+                replication_factor = group.offsets_topic_replication_factor,
+                "created the internal topic {OFFSETS_TOPIC} through the controller"
+            ),
+            Ok(false) | Err((TopicAlreadyExists, _)) => {}
+            Err((e, message)) => {
+                tracing::warn!(error = ?e, %message, "cannot create {OFFSETS_TOPIC} yet; consumer groups wait for it (see --offsets-topic-replication-factor)");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        cluster.creating_offsets.store(false, Ordering::SeqCst);
+    });
 }
 
 /// Whether a request goes through the controller in a cluster.

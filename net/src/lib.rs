@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chronik_core::broker::{is_group_request, not_durable, Broker, GroupAnswer, Partition, ProduceOutcome};
+use chronik_core::broker::replication::AckState;
+use chronik_core::broker::{is_group_request, not_durable, Broker, GroupAnswer, GroupWait, ProduceOutcome};
 use chronik_core::group::Ctx;
 use chronik_proto::frame::{self, DecodeFrameError};
 use chronik_proto::ResponseError;
@@ -238,9 +239,13 @@ fn start(frame: Bytes, shared: &Arc<Shared>, peer: SocketAddr) -> Result<Answer,
                 client_id: request.header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default(),
                 client_host: format!("/{}", peer.ip()),
             };
+            if shared.cluster.get().is_some() && matches!(body, RequestKind::FindCoordinator(_)) {
+                cluster_admin::ensure_offsets_topic(shared);
+            }
             let answer = shared.broker.handle_group(version, body, &ctx);
             shared.groups_changed.notify_waiters();
             shared.appended.notify_one();
+            shared.records_arrived.notify_waiters();
             let shared = shared.clone();
             Ok(Box::pin(async move {
                 let response = wait_group(&shared, answer).await?;
@@ -312,7 +317,7 @@ async fn wait_group(shared: &Shared, answer: GroupAnswer) -> Option<ResponseKind
                 }
             };
             match shared.broker.group_barrier(&group) {
-                Some(wait) => Some(if durable(shared, &[wait]).await? { response } else { not_durable(response) }),
+                Some(wait) => Some(if durable(shared, std::slice::from_ref(&wait)).await? { response } else { not_durable(response) }),
                 None => Some(response),
             }
         }
@@ -320,21 +325,21 @@ async fn wait_group(shared: &Shared, answer: GroupAnswer) -> Option<ResponseKind
     }
 }
 
-/// Waits until every partition's HW reaches its offset: `Some(true)`, or
-/// `Some(false)` if one went offline or [`GROUP_WRITE_TIMEOUT`] passed;
-/// `None` at shutdown.
-async fn durable(shared: &Shared, waits: &[(Arc<Partition>, i64)]) -> Option<bool> {
+/// Waits until every wait is committed: `Some(true)`, or `Some(false)` if
+/// one never will be here (its partition went offline, or this broker
+/// stopped leading it) or [`GROUP_WRITE_TIMEOUT`] passed; `None` at shutdown.
+async fn durable(shared: &Shared, waits: &[GroupWait]) -> Option<bool> {
     let deadline = Instant::now() + GROUP_WRITE_TIMEOUT;
     loop {
         let notified = shared.hw_advanced.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let mut done = true;
-        for (partition, offset) in waits {
-            match partition.high_watermark() {
-                Some(hw) if hw >= *offset => {}
-                Some(_) => done = false,
-                None => return Some(false),
+        for w in waits {
+            match w.partition.ack_state(w.leader_epoch, w.offset) {
+                AckState::Committed => {}
+                AckState::Waiting => done = false,
+                AckState::Lost(_) => return Some(false),
             }
         }
         if done {
@@ -362,7 +367,9 @@ pub async fn group_timer(shared: Arc<Shared>, interval_ms: u64) {
             _ = tokio::time::sleep(Duration::from_millis(interval_ms.max(1))) => {}
         }
         if shared.broker.group_tick() {
+            // Expiries and cleaning may have appended coordinator records.
             shared.appended.notify_one();
+            shared.records_arrived.notify_waiters();
         }
         shared.groups_changed.notify_waiters();
     }

@@ -114,6 +114,9 @@ pub struct Settings {
     /// Partitions of __consumer_offsets when it is created (offsets.topic.num.partitions) [default: 50]
     #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_NUM_PARTITIONS")]
     pub offsets_topic_num_partitions: Option<i32>,
+    /// Replicas of each __consumer_offsets partition in a cluster; groups wait until this many brokers are live (offsets.topic.replication.factor) [default: 3, or fewer controllers]
+    #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_REPLICATION_FACTOR")]
+    pub offsets_topic_replication_factor: Option<i32>,
     /// A __consumer_offsets partition larger than this (and mostly superseded records) is cleaned [default: 16777216]
     #[arg(long, env = "CHRONIK_OFFSETS_CLEANUP_BYTES")]
     pub offsets_cleanup_bytes: Option<u64>,
@@ -155,6 +158,7 @@ impl Settings {
             group_consumer_assignor: self.group_consumer_assignor.or(file.group_consumer_assignor),
             offsets_retention_minutes: self.offsets_retention_minutes.or(file.offsets_retention_minutes),
             offsets_topic_num_partitions: self.offsets_topic_num_partitions.or(file.offsets_topic_num_partitions),
+            offsets_topic_replication_factor: self.offsets_topic_replication_factor.or(file.offsets_topic_replication_factor),
             offsets_cleanup_bytes: self.offsets_cleanup_bytes.or(file.offsets_cleanup_bytes),
         }
     }
@@ -234,8 +238,9 @@ impl Config {
                 kafka_listen.ip().to_string()
             }
         });
-        let broker = BrokerConfig {
+        let mut broker = BrokerConfig {
             node_id,
+            cluster: s.controllers.is_some(),
             advertised_host,
             advertised_port: kafka_listen.port() as i32,
             num_partitions,
@@ -289,6 +294,12 @@ impl Config {
                 Some(ClusterConfig { voters, session_timeout_ms, heartbeat_interval_ms: (session_timeout_ms / 4).max(50) })
             }
         };
+        if let Some(c) = &cluster {
+            if s.offsets_topic_replication_factor.is_none() {
+                // A smaller cluster than Kafka's default would never create it.
+                broker.group.offsets_topic_replication_factor = broker.group.offsets_topic_replication_factor.min(c.voters.len() as i32);
+            }
+        }
         Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, http_listen, rpc_listen, search_refresh_ms, cluster, broker })
     }
 }
@@ -347,6 +358,7 @@ fn group_config(s: &Settings) -> anyhow::Result<GroupConfig> {
         offsets_retention_ms: s.offsets_retention_minutes.map(|m| m.saturating_mul(60_000)).unwrap_or(d.offsets_retention_ms),
         offset_metadata_max_bytes: d.offset_metadata_max_bytes,
         offsets_topic_partitions: s.offsets_topic_num_partitions.unwrap_or(d.offsets_topic_partitions),
+        offsets_topic_replication_factor: s.offsets_topic_replication_factor.unwrap_or(d.offsets_topic_replication_factor),
         offsets_cleanup_bytes: s.offsets_cleanup_bytes.unwrap_or(d.offsets_cleanup_bytes),
     };
     if g.min_session_timeout_ms < 1 || g.min_session_timeout_ms > g.max_session_timeout_ms {
@@ -369,6 +381,9 @@ fn group_config(s: &Settings) -> anyhow::Result<GroupConfig> {
     }
     if g.offsets_cleanup_bytes < 1024 {
         bail!("offsets-cleanup-bytes must be at least 1024, not {}", g.offsets_cleanup_bytes);
+    }
+    if g.offsets_topic_replication_factor < 1 {
+        bail!("offsets-topic-replication-factor must be at least 1, not {}", g.offsets_topic_replication_factor);
     }
     if !(1..=1000).contains(&g.offsets_topic_partitions) {
         bail!("offsets-topic-num-partitions must be between 1 and 1000, not {}", g.offsets_topic_partitions);

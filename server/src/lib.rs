@@ -82,9 +82,9 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     let incarnation = deps.rng.bytes16();
     let broker = Broker::open(broker_config.clone(), deps.disk.clone(), deps.clock, deps.rng).context("cannot open the broker's data")?;
     if config.cluster.is_some() {
-        // A cluster member from the first request on: no topic is created
-        // here alone (auto-creation waits for the controller), even before
-        // the quorum's image arrives.
+        // Until the quorum's image arrives, Metadata and DescribeCluster
+        // name no controller (and no topic is created here alone: the
+        // broker config says it is a cluster member).
         broker.set_cluster_view(Some(chronik_core::broker::ClusterView { controller_id: -1, ..Default::default() }));
     }
     let shared = Shared::new(Arc::new(broker));

@@ -276,3 +276,68 @@ def test_a_group_meets_at_one_coordinator_whichever_broker_its_members_ask(clust
     finally:
         for c in consumers:
             c.close()
+
+
+def offsets_partition(group, partitions=50):
+    """Kafka's choice of a group's __consumer_offsets partition: abs(Java hashCode) % n."""
+    h = 0
+    for c in group:  # ASCII group ids: one UTF-16 unit per character
+        h = (31 * h + ord(c)) & 0xFFFFFFFF
+    h = h - (1 << 32) if h >= 1 << 31 else h
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+def test_committed_offsets_survive_kill9_of_the_group_coordinator(cluster_factory):
+    """The coordinator of a group is the leader of its __consumer_offsets
+    partition; killing it moves the group to the new leader with every
+    committed offset, twice over (the second time to a broker that was
+    itself killed and caught up)."""
+    nodes = start_cluster(cluster_factory)
+    by_id = {n.node_id: n for n in nodes}
+    create_topic(nodes, "co", 1)
+    p = Producer({"bootstrap.servers": bootstrap(nodes), "acks": "all"})
+    for i in range(100):
+        p.produce("co", value=f"r{i}".encode())
+    assert p.flush(60) == 0
+    group, part = "cg-kill", offsets_partition("cg-kill")
+
+    def consume_and_commit(n, expect_first):
+        c = Consumer({"bootstrap.servers": bootstrap(nodes), "group.id": group, "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+        try:
+            c.subscribe(["co"])
+            got, deadline = [], time.monotonic() + WAIT_S
+            while len(got) < n and time.monotonic() < deadline:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    got.append(m)
+            assert len(got) == n, f"consumed {len(got)} of {n}"
+            assert got[0].offset() == expect_first, f"resumed at {got[0].offset()}, committed {expect_first}"
+            committed = c.commit(message=got[-1], asynchronous=False)
+            assert committed[0].error is None and committed[0].offset == expect_first + n, committed
+        finally:
+            c.close()
+
+    def coordinator():
+        admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+        return admin.describe_consumer_groups([group])[group].result(timeout=30).coordinator.id
+
+    consume_and_commit(40, 0)
+    offsets_leader = lambda s: s.get(part, (-1, []))[0]
+    state = wait_state(nodes, "__consumer_offsets", lambda s: offsets_leader(s) > 0 and len(s) == 50, "leaders of __consumer_offsets")
+    first = coordinator()
+    assert first == offsets_leader(state), f"coordinator {first}, leader of __consumer_offsets-{part} {offsets_leader(state)}"
+
+    by_id[first].kill9()
+    wait_state(nodes, "__consumer_offsets", lambda s: offsets_leader(s) not in (-1, first), "a new leader of the group's partition")
+    consume_and_commit(30, 40)  # resumes at the offset committed at the killed coordinator
+    second = coordinator()
+    assert second != first
+
+    by_id[first].start()
+    wait_state(nodes, "__consumer_offsets", lambda s: s.get(part, (-1, []))[1] == [1, 2, 3], "the restarted broker back in the ISR")
+    by_id[second].kill9()
+    wait_state(nodes, "__consumer_offsets", lambda s: offsets_leader(s) not in (-1, second), "another new leader")
+    consume_and_commit(10, 70)
+    for n in nodes:
+        assert "panicked at" not in n.log_text()

@@ -265,7 +265,7 @@ impl Broker {
         };
         // In a cluster the controller creates topics: the network layer does
         // that for the topics this answer names unknown.
-        let auto_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation) && self.cluster_view().is_none();
+        let auto_create = self.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation) && !self.config.cluster;
         for rt in requested {
             // A topic id (v10+) names the topic even when a name is also sent, as in Kafka.
             let name = if rt.topic_id.is_nil() { rt.name } else { None };

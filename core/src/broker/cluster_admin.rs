@@ -168,7 +168,7 @@ impl Broker {
             }
             match topic {
                 None => r.error_code = if name.is_none() { UnknownTopicId } else { UnknownTopicOrPartition }.code(),
-                Some(t) if is_internal(&t.record.name) || (self.cluster_view().is_some() && !self.is_cluster_topic(&t)) => {
+                Some(t) if is_internal(&t.record.name) || (self.config.cluster && !self.is_cluster_topic(&t)) => {
                     r.name = Some(TopicName(text(t.record.name.clone())));
                     r.error_code = InvalidTopicException.code();
                     if version >= 5 {

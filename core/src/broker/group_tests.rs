@@ -21,7 +21,7 @@ use crate::clock::ManualClock;
 use crate::disk::SimDisk;
 use crate::group::{Ctx, OFFSETS_TOPIC};
 
-fn s(x: &str) -> StrBytes {
+pub(super) fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.into())
 }
 
@@ -32,7 +32,7 @@ fn open(disk: &SimDisk, clock: &Arc<ManualClock>) -> Broker {
     Broker::open(config, Arc::new(disk.clone()), clock.clone(), Arc::new(Rng::seeded(3))).unwrap()
 }
 
-fn ctx() -> Ctx {
+pub(super) fn ctx() -> Ctx {
     Ctx { client_id: "test".into(), client_host: "/127.0.0.1".into() }
 }
 
@@ -44,7 +44,7 @@ fn resolve(b: &Broker, answer: GroupAnswer) -> Option<ResponseKind> {
         GroupAnswer::Later { reply, .. } => reply.take(),
         GroupAnswer::Durable { waits, complete } => {
             b.flush();
-            let durable = waits.iter().all(|(p, o)| p.high_watermark().is_some_and(|hw| hw >= *o));
+            let durable = waits.iter().all(|w| w.partition.ack_state(w.leader_epoch, w.offset) == super::replication::AckState::Committed);
             Some(complete(durable))
         }
     }
@@ -54,7 +54,7 @@ fn call(b: &Broker, v: i16, req: RequestKind) -> Option<ResponseKind> {
     resolve(b, b.handle_group(v, req, &ctx()))
 }
 
-fn join(group: &str, member: &str) -> JoinGroupRequest {
+pub(super) fn join(group: &str, member: &str) -> JoinGroupRequest {
     JoinGroupRequest::default()
         .with_group_id(GroupId(s(group)))
         .with_session_timeout_ms(10_000)
@@ -81,7 +81,7 @@ fn stable_group(b: &Broker, group: &str) -> (String, i32) {
     (member, j.generation_id)
 }
 
-fn commit(group: &str, member: &str, generation: i32, topic: &str, partition: i32, offset: i64) -> OffsetCommitRequest {
+pub(super) fn commit(group: &str, member: &str, generation: i32, topic: &str, partition: i32, offset: i64) -> OffsetCommitRequest {
     OffsetCommitRequest::default()
         .with_group_id(GroupId(s(group)))
         .with_member_id(s(member))

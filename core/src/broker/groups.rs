@@ -1,6 +1,14 @@
 //! The group coordinator's home in the broker: request dispatch, the
 //! `__consumer_offsets` topic (created on first use), appending the
 //! coordinator's records, and replaying them at start.
+//!
+//! In a cluster `__consumer_offsets` is a replicated topic like any other
+//! (created through the controller), and the coordinator of a group is the
+//! leader of the group's partition: a broker loads a partition's groups
+//! when it comes to lead it, once every record it holds is committed, and
+//! drops them when it stops leading. Its records are appended at the
+//! partition's leader epoch and answered at the replicated high watermark,
+//! so a committed offset survives the loss of any minority of replicas.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,9 +24,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-use super::{Broker, Partition, Topic, LEADER_EPOCH};
+use super::{Broker, Partition, Topic};
 use crate::group::record::Key;
-use crate::group::{text, Answer, Ctx, Groups, TopicInfo, Topics, Write, OFFSETS_TOPIC};
+use crate::group::{text, Answer, Ctx, Groups, Load, TopicInfo, Topics, Write, OFFSETS_TOPIC};
 
 /// What a group request answers with.
 pub enum GroupAnswer {
@@ -27,10 +35,19 @@ pub enum GroupAnswer {
     /// sent, whatever the coordinator appended for `group` must be durable
     /// (see [`Broker::group_barrier`]).
     Later { reply: crate::group::Reply, group: String },
-    /// Once every `(partition, offset)` is below its HW (the coordinator's
-    /// records are durable); `complete(true)` then builds the answer, and
-    /// `complete(false)` if they never will be.
-    Durable { waits: Vec<(Arc<Partition>, i64)>, complete: Box<dyn FnOnce(bool) -> ResponseKind + Send> },
+    /// Once every wait is committed (the coordinator's records are durable);
+    /// `complete(true)` then builds the answer, and `complete(false)` if
+    /// they never will be.
+    Durable { waits: Vec<GroupWait>, complete: Box<dyn FnOnce(bool) -> ResponseKind + Send> },
+}
+
+/// Coordinator records that must be committed before an answer is sent:
+/// `partition`'s high watermark must reach `offset` while this broker still
+/// leads it at `leader_epoch` (see [`Partition::ack_state`]).
+pub struct GroupWait {
+    pub partition: Arc<Partition>,
+    pub leader_epoch: i32,
+    pub offset: i64,
 }
 
 /// What `__consumer_offsets` holds that is still live: the latest record
@@ -48,9 +65,38 @@ pub(super) struct OffsetsLog {
     /// partition -> (first rewritten offset, end of the rewrite)
     cleaning: BTreeMap<i32, (i64, i64)>,
     next_check_ms: i64,
+    /// In a cluster: the partitions this broker leads, by leader epoch, and
+    /// for those still loading, the log end their load waits to see
+    /// committed.
+    leading: BTreeMap<i32, Lead>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lead {
+    leader_epoch: i32,
+    loading_until: Option<i64>,
 }
 
 impl OffsetsLog {
+    /// The epoch this broker writes `partition` at: the one it loaded it
+    /// under, and only while it still leads that epoch.
+    fn writable_epoch(&self, p: &Partition, cluster: bool) -> Result<i32, String> {
+        let epoch = p.serving_epoch().map_err(|_| format!("this broker no longer leads {OFFSETS_TOPIC}-{}", p.index))?;
+        if !cluster {
+            return Ok(epoch);
+        }
+        match self.leading.get(&p.index) {
+            Some(l) if l.leader_epoch == epoch && l.loading_until.is_none() => Ok(epoch),
+            _ => Err(format!("{OFFSETS_TOPIC}-{} is not loaded at leader epoch {epoch}", p.index)),
+        }
+    }
+
+    fn forget(&mut self, partition: i32) {
+        self.latest.remove(&partition);
+        self.cleaning.remove(&partition);
+        self.leading.remove(&partition);
+    }
+
     fn note(&mut self, partition: i32, key: &Bytes, value: Option<&Bytes>) {
         let live = self.latest.entry(partition).or_default();
         match value {
@@ -112,10 +158,14 @@ impl Broker {
             .collect()
     }
 
-    /// `__consumer_offsets`, created on first use like Kafka does.
+    /// `__consumer_offsets`, created on first use like Kafka does (in a
+    /// cluster, by the controller: see `chronik_net::cluster_admin`).
     fn offsets_topic(&self) -> Result<Arc<Topic>, String> {
         if let Some(t) = self.topic(OFFSETS_TOPIC) {
             return Ok(t);
+        }
+        if self.config.cluster {
+            return Err(format!("the cluster's {OFFSETS_TOPIC} is not created yet"));
         }
         let partitions = self.config.group.offsets_topic_partitions;
         let configs = [("retention.ms", "-1"), ("retention.bytes", "-1")].map(|(k, v)| (k.to_string(), v.to_string())).into();
@@ -130,7 +180,7 @@ impl Broker {
     /// Appends the coordinator's records, one batch per partition. Returns
     /// where each partition's batch ends (for durability waits) and, per
     /// partition, the first record's offset.
-    fn append_writes(&self, writes: Vec<Write>) -> Result<Vec<(Arc<Partition>, i64, i64)>, String> {
+    fn append_writes(&self, writes: Vec<Write>) -> Result<Vec<(GroupWait, i64)>, String> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
@@ -146,24 +196,26 @@ impl Broker {
         for (index, records) in by_partition {
             let partition = topic.partition(index).expect("index below the partition count").clone();
             let encoded = batch::encode(&records, &Producer::plain(Compression::None, now));
-            let appended = {
+            let (appended, leader_epoch) = {
                 let mut guard = partition.lock();
                 let log = guard.as_mut().map_err(|e| format!("{OFFSETS_TOPIC}-{index} is offline: {e}"))?;
-                log.append(encoded.to_vec(), LEADER_EPOCH, now).map_err(|e| format!("cannot append to {OFFSETS_TOPIC}-{index}: {e}"))?
+                let epoch = live.writable_epoch(&partition, self.config.cluster)?;
+                let appended = log.append(encoded.to_vec(), epoch, now).map_err(|e| format!("cannot append to {OFFSETS_TOPIC}-{index}: {e}"))?;
+                (appended, epoch)
             };
             for (key, value) in &records {
                 live.note(index, key.as_ref().expect("coordinator records have keys"), value.as_ref());
             }
-            out.push((partition, appended.last_offset + 1, appended.base_offset));
+            out.push((GroupWait { partition, leader_epoch, offset: appended.last_offset + 1 }, appended.base_offset));
         }
         Ok(out)
     }
 
     /// Appends what the last operations wrote; a failure is logged (the
     /// state in memory stays, and is written again with the next change).
-    fn flush_group_writes(&self, groups: &mut Groups) -> Vec<(Arc<Partition>, i64)> {
+    fn flush_group_writes(&self, groups: &mut Groups) -> Vec<GroupWait> {
         match self.append_writes(groups.take_writes()) {
-            Ok(v) => v.into_iter().map(|(p, end, _)| (p, end)).collect(),
+            Ok(v) => v.into_iter().map(|(wait, _)| wait).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "could not record group state");
                 Vec::new()
@@ -171,8 +223,14 @@ impl Broker {
         }
     }
 
-    /// Replays `__consumer_offsets` into the coordinator (at start).
+    /// Replays `__consumer_offsets` into the coordinator (at start, on a
+    /// single broker; a cluster member loads partitions as it comes to lead
+    /// them, see [`Broker::follow_offsets_leadership`]).
     pub(super) fn load_groups(&self) {
+        if self.config.cluster {
+            self.groups().serve_only_loaded();
+            return;
+        }
         let Some(topic) = self.topic(OFFSETS_TOPIC) else { return };
         let now = self.clock.monotonic_ms();
         let mut groups = self.groups();
@@ -204,47 +262,108 @@ impl Broker {
     }
 
     /// Where a waiting group answer must be durable before it is sent: the
-    /// end of the group's `__consumer_offsets` partition. Taking the
+    /// end of the group's `__consumer_offsets` partition, at the epoch this
+    /// broker leads it (-1 if it does not: the wait fails). Taking the
     /// coordinator's lock first makes sure the operation that filled the
     /// answer has appended its records.
-    pub fn group_barrier(&self, group: &str) -> Option<(Arc<Partition>, i64)> {
+    pub fn group_barrier(&self, group: &str) -> Option<GroupWait> {
         let _ordered = self.groups();
         let topic = self.topic(OFFSETS_TOPIC)?;
-        let p = topic.partition(crate::group::partition_for(group, topic.partitions.len() as i32))?.clone();
-        let end = p.log_end_offset()?;
-        Some((p, end))
+        let partition = topic.partition(crate::group::partition_for(group, topic.partitions.len() as i32))?.clone();
+        let offset = partition.log_end_offset()?;
+        let leader_epoch = partition.serving_epoch().unwrap_or(-1);
+        Some(GroupWait { partition, leader_epoch, offset })
     }
 
-    /// Runs the coordinator's timers. Returns whether anything changed.
+    /// In a cluster: brings the coordinator in step with which
+    /// `__consumer_offsets` partitions this broker leads. A partition it
+    /// stopped leading (or leads at a new epoch) is unloaded at once; one
+    /// it newly leads waits until everything its log held at election is
+    /// committed — the new leader's log is the partition's history from
+    /// then on — and, with `load`, is replayed once it is.
+    fn follow_offsets_leadership(&self, groups: &mut Groups, live: &mut OffsetsLog, load: bool) {
+        if !self.config.cluster {
+            return;
+        }
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else { return };
+        groups.set_offsets_partitions(topic.partitions.len() as i32);
+        for p in &topic.partitions {
+            let epoch = p.serving_epoch().ok();
+            let lead = live.leading.get(&p.index).copied();
+            if lead.map(|l| l.leader_epoch) != epoch {
+                if lead.is_some() {
+                    tracing::info!(partition = p.index, "no longer the group coordinator for {OFFSETS_TOPIC}-{}: its groups are unloaded", p.index);
+                    groups.unload(p.index, Load::NotOwned);
+                    live.forget(p.index);
+                }
+                let (Some(leader_epoch), Some(end)) = (epoch, p.log_end_offset()) else { continue };
+                tracing::info!(partition = p.index, leader_epoch, log_end = end, "leading {OFFSETS_TOPIC}-{}: loading its groups once its log is committed", p.index);
+                groups.begin_loading(p.index);
+                live.leading.insert(p.index, Lead { leader_epoch, loading_until: Some(end) });
+            }
+            let Some(Lead { leader_epoch, loading_until: Some(end) }) = live.leading.get(&p.index).copied() else { continue };
+            if !load || p.high_watermark().is_none_or(|hw| hw < end) {
+                continue;
+            }
+            let now = self.clock.monotonic_ms();
+            let loaded = match &*p.lock() {
+                Ok(log) => replay_partition(log, p.index, groups, live, now),
+                Err(e) => Err(format!("offline: {e}")),
+            };
+            live.leading.insert(p.index, Lead { leader_epoch, loading_until: None });
+            match loaded {
+                Ok(records) => {
+                    groups.loaded(p.index, now);
+                    tracing::info!(partition = p.index, leader_epoch, records, "loaded the groups of {OFFSETS_TOPIC}-{}", p.index);
+                }
+                Err(e) => {
+                    live.latest.remove(&p.index);
+                    tracing::error!(partition = p.index, error = %e, "cannot load {OFFSETS_TOPIC}-{}: its groups answer COORDINATOR_NOT_AVAILABLE while this broker leads it", p.index);
+                    groups.mark_unavailable(p.index);
+                }
+            }
+        }
+    }
+
+    /// Runs the coordinator's timers (and, in a cluster, loads and unloads
+    /// partitions as leadership moves). Returns whether anything changed:
+    /// replies may be ready, or records were appended.
     pub fn group_tick(&self) -> bool {
         let topics = self.topic_infos();
         let mut groups = self.groups();
+        {
+            let mut live = self.offsets_log();
+            self.follow_offsets_leadership(&mut groups, &mut live, true);
+        }
         let changed = groups.tick(self.clock.monotonic_ms(), self.clock.now_ms(), &topics);
-        self.flush_group_writes(&mut groups);
+        let appended = !self.flush_group_writes(&mut groups).is_empty();
         // Under the coordinator's lock: no record is appended meanwhile, so
         // the copies are the latest values.
-        self.clean_offsets_log(&groups);
+        let cleaned = self.clean_offsets_log(&groups);
         drop(groups);
-        changed
+        changed || appended || cleaned
     }
 
     /// Copy-forward cleaning of `__consumer_offsets` (see [`OffsetsLog`]).
-    fn clean_offsets_log(&self, groups: &Groups) {
+    /// Returns whether it appended records.
+    fn clean_offsets_log(&self, groups: &Groups) -> bool {
         let now = self.clock.now_ms();
         let mut live = self.offsets_log();
         let mono = self.clock.monotonic_ms();
         if mono < live.next_check_ms {
-            return;
+            return false;
         }
         live.next_check_ms = mono + CLEAN_CHECK_MS;
-        let Some(topic) = self.topic(OFFSETS_TOPIC) else { return };
+        let Some(topic) = self.topic(OFFSETS_TOPIC) else { return false };
         let threshold = self.config.group.offsets_cleanup_bytes;
+        let mut appended = false;
         for p in &topic.partitions {
             if !groups.is_partition_available(p.index) {
                 continue; // what was not read must not be cleaned away
             }
             let mut guard = p.lock();
             let Ok(log) = &mut *guard else { continue };
+            let Ok(epoch) = live.writable_epoch(p, self.config.cluster) else { continue };
             if let Some(&(start, end)) = live.cleaning.get(&p.index) {
                 if log.high_watermark() >= end {
                     match log.delete_segments_before(start) {
@@ -270,7 +389,7 @@ impl Broker {
                 let start = log.log_end_offset();
                 for chunk in records.chunks(CLEAN_BATCH) {
                     let encoded = batch::encode(chunk, &Producer::plain(Compression::None, now));
-                    log.append(encoded.to_vec(), LEADER_EPOCH, now)?;
+                    log.append(encoded.to_vec(), epoch, now)?;
                 }
                 Ok((start, log.log_end_offset()))
             })();
@@ -278,27 +397,32 @@ impl Broker {
                 Ok((start, end)) => {
                     tracing::info!(partition = p.index, size, live = records.len(), start, "{OFFSETS_TOPIC}: copying live records forward");
                     live.cleaning.insert(p.index, (start, end));
+                    appended = true;
                 }
                 Err(e) => tracing::error!(partition = p.index, error = %e, "cannot clean {OFFSETS_TOPIC}"),
             }
         }
+        appended
     }
 
-    /// The broker that coordinates `key`: this one on a single node; in a
-    /// cluster, one of the live brokers chosen by a hash of the key, so that
-    /// every broker names the same one and a group's members all meet there.
-    /// (Its groups' state stays on that broker: coordinators do not move
-    /// with a replicated `__consumer_offsets` yet.)
-    fn coordinator_for(&self, key: &str) -> (i32, String, i32) {
-        let me = (self.config.node_id, self.config.advertised_host.clone(), self.config.advertised_port);
-        let Some(view) = self.cluster_view() else { return me };
-        let live: Vec<_> = view.brokers.iter().filter(|b| !b.3).collect();
-        if live.is_empty() {
-            return me;
+    /// The broker that coordinates group `key`: this one on a single
+    /// broker; in a cluster, the leader of the group's `__consumer_offsets`
+    /// partition, as the controller's image names it.
+    fn coordinator_for(&self, key: &str, groups: &Groups) -> Result<(i32, String, i32), (ResponseError, String)> {
+        if !self.config.cluster {
+            groups.serves(key).map_err(|e| (e, format!("{OFFSETS_TOPIC} partition of '{key}' is not loaded")))?;
+            return Ok((self.config.node_id, self.config.advertised_host.clone(), self.config.advertised_port));
         }
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
-        let b = live[(hash % live.len() as u64) as usize];
-        (b.0, b.1.clone(), b.2)
+        let view = self.cluster_view().unwrap_or_default();
+        let Some(topic) = view.topics.get(OFFSETS_TOPIC) else {
+            return Err((CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} is being created")));
+        };
+        let index = crate::group::partition_for(key, topic.partitions.len() as i32);
+        let leader = topic.partitions.get(index as usize).map_or(-1, |p| p.leader);
+        match view.brokers.iter().find(|b| b.0 == leader) {
+            Some(b) => Ok((b.0, b.1.clone(), b.2)),
+            None => Err((CoordinatorNotAvailable, format!("{OFFSETS_TOPIC}-{index}, which holds group '{key}', has no leader now"))),
+        }
     }
 
     fn find_coordinator(&self, r: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
@@ -309,16 +433,14 @@ impl Broker {
             .into_iter()
             .map(|key| {
                 let mut c = Coordinator::default().with_key(text(key.clone()));
-                let error: Result<(), (ResponseError, String)> = match (r.key_type, &available) {
-                    (0, Ok(_)) if !groups.is_available(&key) => Err((CoordinatorNotAvailable, format!("{OFFSETS_TOPIC} partition of '{key}' is not loaded"))),
-                    (0, Ok(_)) => Ok(()),
+                let found = match (r.key_type, &available) {
+                    (0, Ok(_)) => self.coordinator_for(&key, &groups),
                     (0, Err(e)) => Err((CoordinatorNotAvailable, e.clone())),
                     (1, _) => Err((CoordinatorNotAvailable, "transactions are not supported by this broker yet".into())),
                     (t, _) => Err((InvalidRequest, format!("unknown coordinator key type {t}"))),
                 };
-                match error {
-                    Ok(()) => {
-                        let (id, host, port) = self.coordinator_for(&key);
+                match found {
+                    Ok((id, host, port)) => {
                         c.node_id = BrokerId(id);
                         c.host = text(host);
                         c.port = port;
@@ -352,6 +474,13 @@ impl Broker {
     pub fn handle_group(&self, version: i16, body: RequestKind, ctx: &Ctx) -> GroupAnswer {
         // Deadlines on the monotonic clock; commit timestamps on the wall.
         let now = self.clock.monotonic_ms();
+        if self.config.cluster {
+            // A partition this broker stopped leading since the last tick
+            // must not answer from what it had loaded.
+            let mut groups = self.groups();
+            let mut live = self.offsets_log();
+            self.follow_offsets_leadership(&mut groups, &mut live, false);
+        }
         match body {
             RequestKind::FindCoordinator(r) => GroupAnswer::Now(ResponseKind::FindCoordinator(self.find_coordinator(r, version))),
             RequestKind::JoinGroup(r) => {
@@ -405,14 +534,14 @@ impl Broker {
                         GroupAnswer::Now(ResponseKind::OffsetCommit(plan.response))
                     }
                     Ok(mut appended) => {
-                        let (partition, end, first) = appended.pop().expect("one group, one partition");
+                        let (wait, first) = appended.pop().expect("one group, one partition");
                         if crate::planted::active(crate::planted::Bug::AckCommitBeforeFsync) {
                             groups.apply_commit(&plan.group, std::mem::take(&mut plan.entries), first, plan.seq, now);
                             return GroupAnswer::Now(ResponseKind::OffsetCommit(plan.response));
                         }
                         let coordinator = self.groups.clone();
                         GroupAnswer::Durable {
-                            waits: vec![(partition, end)],
+                            waits: vec![wait],
                             complete: Box::new(move |durable| {
                                 if durable {
                                     let mut g = coordinator.lock().expect("group coordinator poisoned");
@@ -505,7 +634,7 @@ fn replay_partition(log: &crate::log::PartitionLog, index: i32, groups: &mut Gro
 /// Answers once `waits` are durable — a member is never told of a state (a
 /// new member id, an epoch, a deletion) that a crash could take back — or
 /// with `COORDINATOR_NOT_AVAILABLE` if they cannot become durable.
-fn durable_then(waits: Vec<(Arc<Partition>, i64)>, response: ResponseKind) -> GroupAnswer {
+fn durable_then(waits: Vec<GroupWait>, response: ResponseKind) -> GroupAnswer {
     if waits.is_empty() {
         return GroupAnswer::Now(response);
     }

@@ -39,7 +39,7 @@ use catalog::{Catalog, TopicRecord};
 
 pub use admin::api_versions_table;
 pub use fetch::FetchOutcome;
-pub use groups::{is_group_request, is_internal, not_durable, GroupAnswer};
+pub use groups::{is_group_request, is_internal, not_durable, GroupAnswer, GroupWait};
 pub use produce::{DurableWait, ProduceOutcome};
 
 /// The leader epoch of every partition on a single node.

@@ -14,7 +14,7 @@ use chronik_proto::ResponseError::{self, *};
 use uuid::Uuid;
 
 use super::catalog::TopicRecord;
-use super::{is_internal, open_partition, Broker, ClusterView, Partition, Topic, LEADER_EPOCH};
+use super::{open_partition, Broker, ClusterView, Partition, Topic, LEADER_EPOCH};
 use crate::cluster::image::{Command, Image, PartitionState, NO_LEADER};
 use crate::cluster::replica::{IsrChange, LeaderState};
 use crate::log::PartitionLog;
@@ -121,7 +121,10 @@ pub enum ReplicaAnswer {
 /// What a follower does with its leader's answer, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FollowerStep {
-    Append { records: Vec<u8>, high_watermark: i64 },
+    /// Append the batches; then the leader's log start, where it moved
+    /// past ours within what is committed, becomes ours (whole segments
+    /// below it go), as Kafka's followers do.
+    Append { records: Vec<u8>, high_watermark: i64, log_start_offset: i64 },
     TruncateTo(i64),
     ResetTo(i64),
 }
@@ -441,7 +444,7 @@ impl Broker {
     /// own log: for a divergence, where to truncate.
     pub fn follower_step(&self, partition: &Partition, answer: ReplicaAnswer) -> Result<Option<FollowerStep>, String> {
         Ok(match answer {
-            ReplicaAnswer::Records { records, high_watermark, .. } => Some(FollowerStep::Append { records, high_watermark }),
+            ReplicaAnswer::Records { records, high_watermark, log_start_offset, .. } => Some(FollowerStep::Append { records, high_watermark, log_start_offset }),
             ReplicaAnswer::StartAt { log_start_offset } => Some(FollowerStep::ResetTo(log_start_offset)),
             ReplicaAnswer::Diverging { epoch, end_offset } => {
                 let guard = partition.lock();
@@ -468,12 +471,19 @@ impl Broker {
         }
         let log = guard.as_mut().map_err(|e| e.clone())?;
         match step {
-            FollowerStep::Append { records, high_watermark } => {
+            FollowerStep::Append { records, high_watermark, log_start_offset } => {
                 if !records.is_empty() {
                     log.append_replicated(&records, now).map_err(|e| e.to_string())?;
                 }
                 let hw = high_watermark.max(log.high_watermark()).min(log.log_end_offset());
                 log.set_replicated_hw(Some(hw));
+                if log_start_offset > log.log_start_offset() {
+                    match log.delete_segments_before(log_start_offset) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(topic = %partition.topic, partition = partition.index, segments = n, log_start = log.log_start_offset(), "followed the leader's log start"),
+                        Err(e) => tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot delete segments below the leader's log start"),
+                    }
+                }
             }
             FollowerStep::TruncateTo(offset) | FollowerStep::ResetTo(offset) => {
                 let reset = matches!(step, FollowerStep::ResetTo(_));
@@ -594,6 +604,6 @@ impl Broker {
     /// Whether a topic belongs to the cluster (the controller's) rather
     /// than to this broker alone.
     pub fn is_cluster_topic(&self, topic: &Topic) -> bool {
-        topic.record.created_index.is_some() && !is_internal(&topic.record.name)
+        topic.record.created_index.is_some()
     }
 }

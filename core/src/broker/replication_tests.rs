@@ -28,7 +28,11 @@ struct Node {
 }
 
 fn node(id: i32) -> Node {
-    let config = BrokerConfig { node_id: id, ..BrokerConfig::default() };
+    node_with(BrokerConfig { node_id: id, ..BrokerConfig::default() })
+}
+
+fn node_with(config: BrokerConfig) -> Node {
+    let id = config.node_id;
     let disk = SimDisk::new(id as u64);
     let broker = Broker::open(config, Arc::new(disk), Arc::new(ManualClock::new(1_000_000)), Arc::new(Rng::seeded(id as u64))).unwrap();
     broker.adopt_cluster_id("cluster").unwrap();
@@ -60,9 +64,14 @@ fn produce(b: &Broker, records: Vec<u8>) -> (i16, ProduceOutcome) {
 
 /// One follower fetch: ask the leader, apply its answer, fsync.
 fn replicate(leader: &Broker, follower: &Broker, replica: i32, epoch: i32) {
-    let p = follower.topic("t").unwrap().partition(0).unwrap().clone();
+    replicate_topic(leader, follower, "t", replica, epoch)
+}
+
+fn replicate_topic(leader: &Broker, follower: &Broker, topic: &str, replica: i32, epoch: i32) {
+    let t = follower.topic(topic).unwrap();
+    let p = t.partition(0).unwrap().clone();
     let (fetch_offset, last_fetched_epoch, durable_end) = follower.replica_position(&p, epoch).expect("follows");
-    let f = ReplicaFetch { topic_id: TOPIC_ID, partition: 0, replica, leader_epoch: epoch, fetch_offset, last_fetched_epoch, durable_end, max_bytes: 1 << 20 };
+    let f = ReplicaFetch { topic_id: t.record.id, partition: 0, replica, leader_epoch: epoch, fetch_offset, last_fetched_epoch, durable_end, max_bytes: 1 << 20 };
     let (answer, _) = leader.replica_fetch(&f);
     if let Some(step) = follower.follower_step(&p, answer).unwrap() {
         assert!(follower.follower_apply(&p, epoch, step).unwrap());
@@ -135,4 +144,87 @@ fn a_broker_not_registered_in_the_image_neither_leads_nor_follows() {
     n3.broker.apply_image(&other, 1, n3.incarnation);
     assert!(n3.broker.topic("t").is_none());
     assert!(n1.broker.adopt_cluster_id("elsewhere").is_err(), "it holds the cluster's topic");
+}
+
+/// In a cluster the group coordinator is the leader of the group's
+/// `__consumer_offsets` partition: commits there wait for the follower,
+/// other brokers answer `NOT_COORDINATOR`, and when the leadership moves the
+/// old coordinator drops its groups (failing waiting joins) while the new
+/// one loads them from its replica, once that is committed.
+#[test]
+fn the_group_coordinator_follows_the_offsets_partition_leader() {
+    use super::group_tests::{commit, ctx, join, s};
+    use crate::group::OFFSETS_TOPIC;
+    let cluster_node = |id| {
+        let mut config = BrokerConfig { node_id: id, cluster: true, ..BrokerConfig::default() };
+        config.group.offsets_topic_partitions = 1;
+        config.group.initial_rebalance_delay_ms = 60_000;
+        node_with(config)
+    };
+    let (n1, n2) = (cluster_node(1), cluster_node(2));
+    let offsets_image = |leader, epoch, isr: Vec<i32>| {
+        let mut img = image(&[&n1, &n2], 1, 0, vec![1, 2]);
+        let state = PartitionState { replicas: vec![1, 2], isr, leader, leader_epoch: epoch, partition_epoch: epoch };
+        let t = crate::cluster::image::TopicState { id: Uuid::from_u128(8), created_index: 6, configs: BTreeMap::new(), partitions: vec![state] };
+        img.topics.insert(OFFSETS_TOPIC.into(), t);
+        img
+    };
+    let answer = |b: &Broker, req: RequestKind| match b.handle_group(7, req, &ctx()) {
+        GroupAnswer::Now(r) => r,
+        GroupAnswer::Durable { waits, complete } => {
+            let committed = waits.iter().all(|w| w.partition.ack_state(w.leader_epoch, w.offset) == AckState::Committed);
+            complete(committed)
+        }
+        GroupAnswer::Later { .. } => panic!("no answer now"),
+    };
+    let fetch = |b: &Broker| {
+        let req = OffsetFetchRequest::default().with_group_id(GroupId(s("g"))).with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default().with_name(TopicName(s("t"))).with_partition_indexes(vec![0]),
+        ]));
+        let ResponseKind::OffsetFetch(r) = answer(b, RequestKind::OffsetFetch(req)) else { panic!() };
+        (r.error_code, r.topics.first().map_or(-1, |t| t.partitions[0].committed_offset))
+    };
+    let commit_code = |b: &Broker, offset| {
+        let ResponseKind::OffsetCommit(r) = answer(b, RequestKind::OffsetCommit(commit("g", "", -1, "t", 0, offset))) else { panic!() };
+        r.topics[0].partitions[0].error_code
+    };
+
+    let img = offsets_image(1, 0, vec![1, 2]);
+    n1.broker.apply_image(&img, 1, n1.incarnation);
+    n2.broker.apply_image(&img, 1, n2.incarnation);
+    n1.broker.group_tick(); // loads: nothing to wait for in an empty log
+    n2.broker.group_tick();
+    let find = FindCoordinatorRequest::default().with_key(s("g"));
+    let GroupAnswer::Now(ResponseKind::FindCoordinator(f)) = n2.broker.handle_group(3, RequestKind::FindCoordinator(find), &ctx()) else { panic!() };
+    assert_eq!((f.error_code, f.node_id.0), (0, 1), "every broker names the leader");
+    assert_eq!(fetch(&n2.broker).0, NotCoordinator.code());
+    assert_eq!(commit_code(&n2.broker, 5), NotCoordinator.code());
+
+    // A commit at the coordinator waits for the follower's copy.
+    let GroupAnswer::Durable { waits, complete } = n1.broker.handle_group(7, RequestKind::OffsetCommit(commit("g", "", -1, "t", 0, 42)), &ctx()) else {
+        panic!("a commit waits until it is committed")
+    };
+    n1.broker.flush();
+    assert_eq!(waits[0].partition.ack_state(waits[0].leader_epoch, waits[0].offset), AckState::Waiting, "only the leader has it");
+    replicate_topic(&n1.broker, &n2.broker, OFFSETS_TOPIC, 2, 0);
+    replicate_topic(&n1.broker, &n2.broker, OFFSETS_TOPIC, 2, 0);
+    assert_eq!(waits[0].partition.ack_state(waits[0].leader_epoch, waits[0].offset), AckState::Committed);
+    let ResponseKind::OffsetCommit(r) = complete(true) else { panic!() };
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(fetch(&n1.broker), (0, 42));
+
+    // A classic member waits in its first rebalance (the initial delay).
+    let GroupAnswer::Later { reply, .. } = n1.broker.handle_group(3, RequestKind::JoinGroup(join("g", "")), &ctx()) else { panic!("the join waits") };
+
+    // Broker 2 takes over at epoch 1.
+    let img = offsets_image(2, 1, vec![2]);
+    n1.broker.apply_image(&img, 1, n1.incarnation);
+    n2.broker.apply_image(&img, 1, n2.incarnation);
+    assert_eq!(fetch(&n1.broker).0, NotCoordinator.code(), "the old coordinator stops answering at once");
+    let Some(ResponseKind::JoinGroup(j)) = reply.take() else { panic!("the waiting join is answered") };
+    assert_eq!(j.error_code, NotCoordinator.code());
+    assert_eq!(fetch(&n2.broker).0, CoordinatorLoadInProgress.code(), "loaded by the coordinator's timer");
+    n2.broker.group_tick();
+    assert_eq!(fetch(&n2.broker), (0, 42), "the commit survived the leadership change");
+    assert_eq!(commit_code(&n1.broker, 7), NotCoordinator.code());
 }

@@ -283,6 +283,18 @@ impl ClassicGroup {
         true
     }
 
+    /// Answers every waiting JoinGroup and SyncGroup with `error`.
+    pub(super) fn fail_waiting(&mut self, error: ResponseError) {
+        for m in self.members.values_mut() {
+            if let Some((reply, v)) = m.join.take() {
+                reply.fill(join_error(v, error, &m.id));
+            }
+            if let Some((reply, v)) = m.sync.take() {
+                reply.fill(sync_response(v, Some(error), None, Bytes::new()));
+            }
+        }
+    }
+
     /// Removes a member; its waiting requests get `error`.
     fn remove_member(&mut self, id: &str, error: ResponseError) -> bool {
         let Some(m) = self.members.remove(id) else { return false };
@@ -487,8 +499,8 @@ impl Groups {
         if group_id.is_empty() {
             return err(InvalidGroupId);
         }
-        if !self.is_available(group_id) {
-            return err(CoordinatorNotAvailable);
+        if let Err(e) = self.serves(group_id) {
+            return err(e);
         }
         let session = r.session_timeout_ms;
         if session < self.config.min_session_timeout_ms || session > self.config.max_session_timeout_ms {
@@ -627,8 +639,8 @@ impl Groups {
         if group_id.is_empty() {
             return err(InvalidGroupId);
         }
-        if !self.is_available(group_id) {
-            return err(CoordinatorNotAvailable);
+        if let Err(e) = self.serves(group_id) {
+            return err(e);
         }
         let g = match self.classic_mut(group_id) {
             Ok(g) => g,
@@ -692,9 +704,7 @@ impl Groups {
             if group_id.is_empty() {
                 return Err(InvalidGroupId);
             }
-            if !self.is_available(&group_id) {
-                return Err(CoordinatorNotAvailable);
-            }
+            self.serves(&group_id)?;
             let g = self.classic_mut(&group_id)?;
             let member_id = r.member_id.to_string();
             g.check_member(&member_id, r.group_instance_id.as_deref())?;
@@ -722,8 +732,8 @@ impl Groups {
         } else {
             vec![(r.member_id.to_string(), None)]
         };
-        if !self.is_available(&group_id) {
-            return LeaveGroupResponse::default().with_error_code(CoordinatorNotAvailable.code());
+        if let Err(e) = self.serves(&group_id) {
+            return LeaveGroupResponse::default().with_error_code(e.code());
         }
         let g = match self.classic_mut(&group_id) {
             Ok(g) => g,

@@ -455,8 +455,8 @@ impl Groups {
         if group_id.is_empty() {
             return bad("group id is empty");
         }
-        if !self.is_available(group_id) {
-            return Err((CoordinatorNotAvailable, format!("the __consumer_offsets partition of '{group_id}' is not loaded")));
+        if let Err(e) = self.serves(group_id) {
+            return Err((e, format!("the __consumer_offsets partition of '{group_id}' is not loaded")));
         }
         let epoch = r.member_epoch;
         let mut member_id = r.member_id.to_string();
@@ -681,8 +681,8 @@ impl Groups {
                 let name = id.0.to_string();
                 let mut d = CgDescribed::default().with_group_id(id);
                 match self.groups.get(&name) {
-                    _ if !self.is_available(&name) => {
-                        d.error_code = CoordinatorNotAvailable.code();
+                    _ if self.serves(&name).is_err() => {
+                        d.error_code = super::code(self.serves(&name));
                         d.group_state = text("Dead");
                     }
                     Some(Group::Consumer(g)) => {

@@ -65,6 +65,10 @@ pub struct GroupConfig {
     pub offset_metadata_max_bytes: usize,
     /// `offsets.topic.num.partitions`.
     pub offsets_topic_partitions: i32,
+    /// `offsets.topic.replication.factor` (in a cluster): until this many
+    /// brokers are live, `__consumer_offsets` is not created and groups
+    /// wait, as in Kafka, rather than starting under-replicated.
+    pub offsets_topic_replication_factor: i32,
     /// A partition of `__consumer_offsets` larger than this (and more than
     /// twice its live records) is cleaned.
     pub offsets_cleanup_bytes: u64,
@@ -84,6 +88,7 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 3_600_000,
             offset_metadata_max_bytes: 4096,
             offsets_topic_partitions: 50,
+            offsets_topic_replication_factor: 3,
             offsets_cleanup_bytes: 16 << 20,
         }
     }
@@ -209,9 +214,31 @@ pub struct Groups {
     deleted: BTreeMap<(String, String, i32), (u64, i64)>,
     /// Deleted groups: group -> (seq, when).
     deleted_groups: BTreeMap<String, (u64, i64)>,
-    /// `__consumer_offsets` partitions that could not be loaded: their
-    /// groups answer `COORDINATOR_NOT_AVAILABLE` until a restart loads them.
-    unavailable: std::collections::BTreeSet<i32>,
+    /// Which `__consumer_offsets` partitions this coordinator serves. A
+    /// single broker serves every partition it loaded; a cluster member
+    /// serves the partitions it leads, once loaded.
+    owned: Ownership,
+}
+
+/// Where a `__consumer_offsets` partition stands with this coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// Loaded: its groups are served here.
+    Loaded,
+    /// Led here and being loaded: `COORDINATOR_LOAD_IN_PROGRESS`.
+    Loading,
+    /// Not led here: `NOT_COORDINATOR` (the client looks again).
+    NotOwned,
+    /// Could not be read: `COORDINATOR_NOT_AVAILABLE` rather than presenting
+    /// its groups as empty, which would send consumers to their reset policy.
+    Failed,
+}
+
+struct Ownership {
+    /// For partitions without an entry: `Loaded` on a single broker,
+    /// `NotOwned` in a cluster.
+    default: Load,
+    partitions: BTreeMap<i32, Load>,
 }
 
 /// Kafka's authorized-operations bits for a group without an authorizer:
@@ -232,35 +259,79 @@ impl Groups {
             written: BTreeMap::new(),
             empty_since: BTreeMap::new(),
             writes: Vec::new(),
-            unavailable: Default::default(),
+            owned: Ownership { default: Load::Loaded, partitions: BTreeMap::new() },
             seq: 0,
             deleted: BTreeMap::new(),
             deleted_groups: BTreeMap::new(),
         }
     }
 
-    /// Whether partition `p` of `__consumer_offsets` was loaded.
-    pub fn is_partition_available(&self, p: i32) -> bool {
-        !self.unavailable.contains(&p)
+    /// A cluster member's coordinator: it serves no partition until it
+    /// leads and has loaded it.
+    pub fn serve_only_loaded(&mut self) {
+        self.owned.default = Load::NotOwned;
     }
 
-    /// Whether the coordinator can serve `group` (its partition loaded).
-    pub fn is_available(&self, group: &str) -> bool {
-        self.unavailable.is_empty() || !self.unavailable.contains(&self.partition_for(group))
+    /// Where partition `p` of `__consumer_offsets` stands.
+    pub fn load_state(&self, p: i32) -> Load {
+        self.owned.partitions.get(&p).copied().unwrap_or(self.owned.default)
+    }
+
+    /// Whether partition `p` is loaded (its records may be written and cleaned).
+    pub fn is_partition_available(&self, p: i32) -> bool {
+        self.load_state(p) == Load::Loaded
+    }
+
+    /// `Ok` if this coordinator serves `group` now, else the error its
+    /// requests answer with.
+    pub fn serves(&self, group: &str) -> GroupResult<()> {
+        match self.load_state(self.partition_for(group)) {
+            Load::Loaded => Ok(()),
+            Load::Loading => Err(ResponseError::CoordinatorLoadInProgress),
+            Load::NotOwned => Err(ResponseError::NotCoordinator),
+            Load::Failed => Err(ResponseError::CoordinatorNotAvailable),
+        }
     }
 
     /// A partition that could not be (fully) loaded: forget what was read
-    /// of it, and answer its groups `COORDINATOR_NOT_AVAILABLE` — rather
-    /// than present them as empty, which would send consumers back to their
-    /// reset policy.
+    /// of it, and answer its groups `COORDINATOR_NOT_AVAILABLE`.
     pub fn mark_unavailable(&mut self, partition: i32) {
-        self.unavailable.insert(partition);
+        self.unload(partition, Load::Failed);
+    }
+
+    /// This coordinator leads `partition` now and starts loading it: its
+    /// groups answer `COORDINATOR_LOAD_IN_PROGRESS` until [`Groups::loaded`].
+    pub fn begin_loading(&mut self, partition: i32) {
+        self.unload(partition, Load::Loading);
+    }
+
+    /// `partition` is loaded (its records replayed): its groups' clocks
+    /// start at `now`.
+    pub fn loaded(&mut self, partition: i32, now: i64) {
+        self.owned.partitions.insert(partition, Load::Loaded);
+        self.finish_replay(now);
+    }
+
+    /// Drops every group of `partition` from memory and answers their
+    /// waiting JoinGroup and SyncGroup requests `NOT_COORDINATOR` (their
+    /// members find the new coordinator); the partition is then in `state`.
+    pub fn unload(&mut self, partition: i32, state: Load) {
+        self.owned.partitions.insert(partition, state);
         let n = self.config.offsets_topic_partitions;
         let mine = |g: &String| partition_for(g, n) == partition;
+        let dropped: Vec<String> = self.groups.keys().filter(|g| mine(g)).cloned().collect();
+        for id in &dropped {
+            if let Some(Group::Classic(g)) = self.groups.get_mut(id) {
+                g.fail_waiting(ResponseError::NotCoordinator);
+            }
+        }
         self.groups.retain(|g, _| !mine(g));
         self.offsets.retain(|g, _| !mine(g));
         self.written.retain(|g, _| !mine(g));
         self.empty_since.retain(|g, _| !mine(g));
+        self.deleted.retain(|(g, _, _), _| !mine(g));
+        self.deleted_groups.retain(|g, _| !mine(g));
+        self.writes.retain(|w| !mine(&w.group));
     }
 
     /// The partition count of an existing `__consumer_offsets` wins over

@@ -47,9 +47,7 @@ impl Groups {
     fn validate_commit(&mut self, group_id: &str, r: &OffsetCommitRequest, version: i16) -> GroupResult<()> {
         // An empty group id is valid for commits (and fetches, describes and
         // deletes), as in Kafka, for old clients that commit without a group.
-        if !self.is_available(group_id) {
-            return Err(CoordinatorNotAvailable);
-        }
+        self.serves(group_id)?;
         let generation = r.generation_id_or_member_epoch;
         let member = r.member_id.as_str();
         let instance = r.group_instance_id.as_deref();
@@ -106,9 +104,7 @@ impl Groups {
     }
 
     fn validate_fetch(&self, group_id: &str, member_id: Option<&str>, epoch: i32) -> GroupResult<()> {
-        if !self.is_available(group_id) {
-            return Err(CoordinatorNotAvailable);
-        }
+        self.serves(group_id)?;
         match (self.groups.get(group_id), member_id) {
             (Some(Group::Consumer(g)), Some(member)) if !member.is_empty() => {
                 let m = g.members.get(member).ok_or(UnknownMemberId)?;
@@ -235,14 +231,13 @@ impl Groups {
     /// Returns the response; deletions are in the writes.
     pub fn offset_delete(&mut self, r: OffsetDeleteRequest, topics: &Topics, now: i64) -> OffsetDeleteResponse {
         let id = r.group_id.0.to_string();
-        let subscribed: Result<BTreeSet<String>, ResponseError> = match self.groups.get(&id) {
-            _ if !self.is_available(&id) => Err(CoordinatorNotAvailable),
+        let subscribed: Result<BTreeSet<String>, ResponseError> = self.serves(&id).and_then(|()| match self.groups.get(&id) {
             None if self.offsets.contains_key(&id) => Ok(BTreeSet::new()),
             None => Err(GroupIdNotFound),
             Some(g) if g.is_empty() => Ok(BTreeSet::new()),
             Some(Group::Classic(g)) => g.subscribed_topics().ok_or(NonEmptyGroup),
             Some(Group::Consumer(g)) => Ok(g.subscribed_topics(topics)),
-        };
+        });
         let subscribed = match subscribed {
             Ok(s) => s,
             Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
@@ -307,8 +302,8 @@ impl Groups {
                     d.authorized_operations = GROUP_OPERATIONS;
                 }
                 match self.groups.get(&name) {
-                    _ if !self.is_available(&name) => {
-                        d.error_code = CoordinatorNotAvailable.code();
+                    _ if self.serves(&name).is_err() => {
+                        d.error_code = super::code(self.serves(&name));
                         d.group_state = text("Dead");
                     }
                     Some(Group::Classic(g)) => {
@@ -357,8 +352,8 @@ impl Groups {
         ids.iter()
             .map(|id| {
                 let name = id.0.to_string();
-                if !self.is_available(&name) {
-                    return CoordinatorNotAvailable.code();
+                if let Err(e) = self.serves(&name) {
+                    return e.code();
                 }
                 let exists = self.groups.contains_key(&name) || self.offsets.contains_key(&name);
                 if !exists {
