@@ -76,6 +76,9 @@ bash ci/sim.sh --seeds 10 --start 1000 --check-determinism -- --world cluster
 bash ci/sim.sh --bug raft-ack-before-fsync --seeds 50 -- --world cluster
 bash ci/sim.sh --bug ack-before-replicate --seeds 50 -- --world cluster
 bash ci/sim.sh --bug stale-hw-read --seeds 50 -- --world cluster
+# A group's commit answered before its record is replicated: lost when the
+# coordinator (the leader of the group's __consumer_offsets partition) dies.
+bash ci/sim.sh --bug ack-commit-before-fsync --seeds 50 -- --world cluster
 # Rarely harmful here (a restarted broker is fenced and leaves the ISR before
 # it follows), so it takes more seeds: about 1 in 50 catches it.
 bash ci/sim.sh --bug truncate-to-hw --seeds 300 -- --world cluster

@@ -10,8 +10,10 @@
 //! broker registered and unfenced. `check::quorum` judges.
 //!
 //! Meanwhile a replicated topic is written and read through the Kafka
-//! protocol (`crate::replication`); its history goes through the data
-//! checkers, and every replica must end byte-identical to its leader.
+//! protocol (`crate::replication`), and consumer groups commit offsets of it
+//! (`crate::groups`) at coordinators that move with the leaders of
+//! `__consumer_offsets`; the history goes through the data checkers, and
+//! every replica must end byte-identical to its leader.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -41,6 +43,17 @@ const IDS_PER_ALLOCATION: i64 = 10;
 const SESSION_MS: u64 = 2000;
 const LAG_MS: i64 = 3000;
 const PRODUCERS: u32 = 2;
+/// Consumer groups, each with one member committing offsets.
+const GROUPS: u32 = 2;
+/// Partitions of `__consumer_offsets` (Kafka's 50 would only slow the world).
+const OFFSETS_PARTITIONS: i32 = 4;
+const GROUP_TARGET: crate::groups::Target =
+    crate::groups::Target { topic: crate::replication::TOPIC, partitions: crate::replication::PARTITIONS, bootstrap: any_broker };
+
+/// One of the brokers every world has (nodes 1 to 3), at random.
+fn any_broker() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(node_ip(thread_rng().gen_range(1..=3))), KAFKA_PORT)
+}
 
 pub(crate) fn node_ip(id: u64) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 1, id as u8)
@@ -105,6 +118,7 @@ async fn world(opts: Options) -> Outcome {
                             controllers: Some(voters.clone()),
                             broker_session_timeout_ms: Some(SESSION_MS),
                             replica_lag_time_max_ms: Some(LAG_MS),
+                            offsets_topic_num_partitions: Some(OFFSETS_PARTITIONS),
                             ..Default::default()
                         };
                         let config = Config::from_settings(settings).expect("valid sim config");
@@ -153,6 +167,9 @@ async fn world(opts: Options) -> Outcome {
                 tasks.push(tokio::spawn(crate::replication::producer(id, n, history.clone(), stop.clone())));
             }
             tasks.push(tokio::spawn(crate::replication::consumer(n, history.clone(), stop.clone())));
+            for g in 0..GROUPS {
+                tasks.push(tokio::spawn(crate::groups::group_member(GROUP_TARGET, g, history.clone(), stop.clone())));
+            }
             for t in tasks {
                 let _ = t.await;
             }
@@ -216,13 +233,23 @@ async fn world(opts: Options) -> Outcome {
                 });
             }
             75..=89 => {
-                // Jepsen's favourite: kill the leader of a replicated partition.
-                let partition = thread_rng().gen_range(0..crate::replication::PARTITIONS);
+                // Jepsen's favourite: kill the leader of a replicated
+                // partition, or a group's coordinator (the leader of the
+                // group's partition of `__consumer_offsets`).
+                let (topic, partition) = {
+                    let mut r = thread_rng();
+                    if r.gen_bool(0.5) {
+                        (crate::replication::TOPIC, r.gen_range(0..crate::replication::PARTITIONS))
+                    } else {
+                        let group = format!("sim-g{}", r.gen_range(0..GROUPS));
+                        (chronik_core::group::OFFSETS_TOPIC, chronik_core::group::partition_for(&group, OFFSETS_PARTITIONS))
+                    }
+                };
                 let image = members.iter().find_map(|m| m.slot.lock().unwrap().clone()).map(|c| c.sm.image().0);
-                let leader = image.as_ref().and_then(|i| i.partition(crate::replication::TOPIC, partition)).map(|p| p.leader);
+                let leader = image.as_ref().and_then(|i| i.partition(topic, partition)).map(|p| p.leader);
                 if let Some(l) = members.iter().find(|m| Some(m.id as i32) == leader) {
                     let down = Duration::from_millis(thread_rng().gen_range(0..3000));
-                    note("crash-leader", format!("node {} (leader of partition {partition}) down {down:?}", l.id));
+                    note("crash-leader", format!("node {} (leader of {topic}-{partition}) down {down:?}", l.id));
                     crash(&handle, l, down).await;
                 }
             }
@@ -298,6 +325,11 @@ async fn world(opts: Options) -> Outcome {
     match final_logs {
         Ok(logs) => history.lock().unwrap().final_logs = logs,
         Err(e) => violations.push(("liveness", format!("final read of the replicated topic: {e:#}"))),
+    }
+    for g in 0..GROUPS {
+        if !client.spawn(crate::groups::final_offsets(GROUP_TARGET, g, history.clone())).await.expect("the client node runs") {
+            violations.push(("liveness", format!("group sim-g{g}: its committed offsets could not be read after healing")));
+        }
     }
     sampling.store(true, Ordering::SeqCst);
     let _ = sampler.await;

@@ -18,3 +18,5 @@ pub mod world;
 pub mod cluster;
 #[cfg(madsim)]
 pub mod replication;
+#[cfg(madsim)]
+pub mod groups;

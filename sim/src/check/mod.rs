@@ -29,16 +29,18 @@ pub const CHECKERS: &[Checker] = &[
     Checker { name: "search-index", check: search_index::check },
 ];
 
-/// The checkers of the cluster world's replicated topic. The high
-/// watermark a consumer is told may go back when leadership moves (a new
-/// leader learns it from its followers, as in Kafka), so `hw-monotonic`
-/// does not apply; a read of anything a leader change took back still
-/// fails `reads-match-log`.
+/// The checkers of the cluster world's replicated topic and its groups'
+/// commits (whose coordinator moves with the leaders of
+/// `__consumer_offsets`). The high watermark a consumer is told may go back
+/// when leadership moves (a new leader learns it from its followers, as in
+/// Kafka), so `hw-monotonic` does not apply; a read of anything a leader
+/// change took back still fails `reads-match-log`.
 pub const CLUSTER_CHECKERS: &[Checker] = &[
     Checker { name: "acked-durable", check: acked_durable::check },
     Checker { name: "no-duplicates", check: no_duplicates::check },
     Checker { name: "offsets-dense", check: offsets_dense::check },
     Checker { name: "reads-match-log", check: reads_match_log::check },
+    Checker { name: "commits", check: commits::check },
 ];
 
 /// Runs every cluster checker; returns `(checker, violation)` pairs.
