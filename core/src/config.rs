@@ -17,6 +17,10 @@ pub struct BrokerConfig {
     /// created here alone), and group coordinators follow the leaders of
     /// `__consumer_offsets`.
     pub cluster: bool,
+    /// `--cluster-id`: the cluster this broker belongs to, if the operator
+    /// named it. A data directory of another cluster is refused at start,
+    /// and so is a controller quorum that named itself otherwise.
+    pub cluster_id: Option<String>,
     /// The host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -62,6 +66,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             node_id: 1,
             cluster: false,
+            cluster_id: None,
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
             num_partitions: 1,

@@ -58,6 +58,9 @@ pub struct Shared {
     pub groups_changed: Notify,
     shutdown: Notify,
     stopping: AtomicBool,
+    /// Why this node cannot go on (it must exit), once it is known.
+    fatal: std::sync::Mutex<Option<String>>,
+    fatal_set: Notify,
 }
 
 impl Shared {
@@ -72,7 +75,29 @@ impl Shared {
             groups_changed: Notify::new(),
             shutdown: Notify::new(),
             stopping: AtomicBool::new(false),
+            fatal: std::sync::Mutex::new(None),
+            fatal_set: Notify::new(),
         })
+    }
+
+    /// This node cannot go on (e.g. it belongs to another cluster): the
+    /// process shuts down and exits with `reason` (see [`Shared::failed`]).
+    pub fn fail(&self, reason: String) {
+        self.fatal.lock().expect("fatal lock").get_or_insert(reason);
+        self.fatal_set.notify_waiters();
+    }
+
+    /// Completes with the reason once [`Shared::fail`] has been called.
+    pub async fn failed(&self) -> String {
+        loop {
+            let notified = self.fatal_set.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.fatal.lock().expect("fatal lock").clone() {
+                return reason;
+            }
+            notified.await;
+        }
     }
 
     /// Asks every loop (listener, flusher, retention, long polls) to stop.

@@ -43,6 +43,10 @@ pub struct Settings {
     /// (every member is a controller voter; this node must be listed)
     #[arg(long, env = "CHRONIK_CONTROLLERS")]
     pub controllers: Option<String>,
+    /// The cluster's id, if the operator names it (like kafka-storage format -t): a data directory of
+    /// another cluster, or a quorum that named itself otherwise, is refused [default: the first member's choice]
+    #[arg(long, env = "CHRONIK_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// A broker not heard from for this long is fenced (broker.session.timeout.ms) [default: 9000]
     #[arg(long, env = "CHRONIK_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
@@ -134,6 +138,7 @@ impl Settings {
             advertised_host: self.advertised_host.or(file.advertised_host),
             node_id: self.node_id.or(file.node_id),
             controllers: self.controllers.or(file.controllers),
+            cluster_id: self.cluster_id.or(file.cluster_id),
             broker_session_timeout_ms: self.broker_session_timeout_ms.or(file.broker_session_timeout_ms),
             replica_lag_time_max_ms: self.replica_lag_time_max_ms.or(file.replica_lag_time_max_ms),
             default_replication_factor: self.default_replication_factor.or(file.default_replication_factor),
@@ -241,6 +246,14 @@ impl Config {
         let mut broker = BrokerConfig {
             node_id,
             cluster: s.controllers.is_some(),
+            cluster_id: match &s.cluster_id {
+                None => None,
+                Some(_) if s.controllers.is_none() => bail!("--cluster-id names a cluster: it needs --controllers"),
+                Some(id) if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+                    bail!("--cluster-id must be 1 to 64 characters of a-z, A-Z, 0-9, '-' and '_', not '{id}'")
+                }
+                Some(id) => Some(id.clone()),
+            },
             advertised_host,
             advertised_port: kafka_listen.port() as i32,
             num_partitions,
@@ -428,5 +441,15 @@ mod tests {
         assert!(err(node(1, "127.0.0.1:9101", "1@127.0.0.1:9101,1@127.0.0.1:9102")).contains("listed twice"));
         assert!(err(node(1, "127.0.0.1:9101", "1@nowhere")).contains("not a host:port"));
         assert!(err(node(1, "off", "1@127.0.0.1:9101")).contains("needs --rpc-listen"));
+        // A named cluster, and the offsets topic's default replication factor.
+        let named = |id: &str| Settings { cluster_id: Some(id.into()), ..node(2, "127.0.0.1:9102", list) };
+        let c = Config::from_settings(named("prod-eu_1")).unwrap();
+        assert_eq!(c.broker.cluster_id.as_deref(), Some("prod-eu_1"));
+        assert!(c.broker.cluster);
+        assert_eq!(c.broker.group.offsets_topic_replication_factor, 3);
+        assert!(err(named("a b")).contains("--cluster-id must be"));
+        assert!(err(Settings { cluster_id: Some("x".into()), ..Default::default() }).contains("needs --controllers"));
+        let two = Config::from_settings(node(1, "127.0.0.1:9101", "1@127.0.0.1:9101,2@127.0.0.1:9102")).unwrap();
+        assert_eq!(two.broker.group.offsets_topic_replication_factor, 2, "at most the cluster's size");
     }
 }

@@ -128,6 +128,7 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
                 voters,
                 deps.disk.clone(),
                 &chronik_net::raft::node::RaftTiming::default(),
+                broker_config.cluster_id.clone(),
             )
             .await
             .context("cannot start the controller")?;

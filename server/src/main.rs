@@ -94,10 +94,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let deps = Deps::production(&config)?;
         let running = chronik_server::start(config, deps).await?;
-        wait_for_signal().await;
+        let shared = running.shared.clone();
+        let outcome = tokio::select! {
+            biased;
+            _ = wait_for_signal() => Ok(()),
+            reason = shared.failed() => Err(anyhow::anyhow!(reason)),
+        };
         tracing::info!("shutting down");
         running.shutdown().await;
-        Ok(())
+        outcome
     })
 }
 

@@ -3,7 +3,8 @@
 keep their sessions alive; kill -9 of the leader elects another and fences
 the dead broker; restarted, it registers again and is unfenced.
 
-(Topic replication across the cluster is not built yet: issue 6.)"""
+A node of another cluster is refused (`--cluster-id`). Replication through
+real processes is in test_replication.py."""
 
 import time
 
@@ -99,3 +100,56 @@ def test_controlled_shutdown_fences_at_once_and_a_wrong_node_id_is_refused(pb, c
     except BrokerError:
         pass
     assert "is --node-id 2 right?" in imposter.log_text()
+
+
+def test_a_node_of_another_cluster_is_refused(pb, cluster_factory, request, tmp_path):
+    """Named clusters (--cluster-id, like `kafka-storage format -t`): a
+    member restarted under another cluster's name is refused at start with
+    a clear error, and a node of another cluster started at a member's
+    address cannot take part in this cluster's Raft (both sides refuse the
+    other's messages) — this cluster goes on, and its member comes back
+    untouched."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from conftest import BrokerError, _make_broker
+    nodes = cluster_factory(3, "--cluster-id", "alpha", "--broker-session-timeout-ms", str(SESSION_MS))
+    wait_agreement(pb, nodes, {1: False, 2: False, 3: False})
+    admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
+    admin.create_topics([NewTopic("alpha-topic", 1, 3)])["alpha-topic"].result(timeout=30)
+    third = nodes[2]
+    third.stop()
+
+    # Its own data directory under another cluster's name: refused at start.
+    alpha_args = third.extra_args
+    third.extra_args = [a if a != "alpha" else "beta" for a in alpha_args]
+    try:
+        third.start(timeout=20)
+        raise AssertionError("a member of cluster alpha started as cluster beta")
+    except BrokerError:
+        pass
+    assert "belongs to cluster alpha" in third.log_text() and "not to cluster beta" in third.log_text()
+
+    # A one-node cluster "beta" whose node 3 listens at node 3's address:
+    # alpha's leader keeps sending it Raft messages, which it refuses.
+    stranger = _make_broker(request, tmp_path, "stranger", node_id=3)
+    stranger.rpc_port = third.rpc_port
+    stranger.extra_args = ["--controllers", f"3@{third.rpc}", "--cluster-id", "beta"]
+    stranger.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline and "refusing Raft traffic" not in stranger.log_text():
+            time.sleep(0.2)
+        assert "refusing Raft traffic: inconsistent cluster id: this member is cluster beta, the peer cluster alpha" in stranger.log_text()
+        # Alpha goes on without its third member, which it fences.
+        leader = wait_agreement(pb, nodes[:2], {1: False, 2: False, 3: True})
+        assert leader in (1, 2)
+    finally:
+        stranger.stop()
+    # Node 3 comes back as itself, with alpha's topic.
+    third.extra_args = alpha_args
+    third.start()
+    wait_agreement(pb, nodes, {1: False, 2: False, 3: False})
+    md = AdminClient({"bootstrap.servers": third.bootstrap}).list_topics(timeout=10)
+    assert "alpha-topic" in md.topics
+    for n in nodes:
+        assert "panicked at" not in n.log_text()

@@ -190,6 +190,18 @@ impl Broker {
                 c
             }
         };
+        // A directory that holds another cluster's topics is refused here;
+        // one that holds none takes the named id when the quorum confirms it
+        // (`adopt_cluster_id`).
+        if let Some(id) = config.cluster_id.as_ref().filter(|id| **id != catalog.cluster_id) {
+            if let Some(t) = catalog.topics.values().find(|t| t.created_index.is_some()) {
+                return Err(StartError::Catalog(format!(
+                    "this data directory belongs to cluster {} (it holds that cluster's topic '{}'), not to cluster {id} (--cluster-id): \
+                     start it with its own cluster's --cluster-id and --controllers, or with an empty --data-dir",
+                    catalog.cluster_id, t.name
+                )));
+            }
+        }
         // Ids below the reservation may have been handed out before a crash.
         let next_producer_id = catalog.producer_id_reserved;
 

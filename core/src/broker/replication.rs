@@ -583,6 +583,12 @@ impl Broker {
     /// directory's. A directory that holds another cluster's topics is
     /// refused: its data belongs elsewhere.
     pub fn adopt_cluster_id(&self, id: &str) -> Result<(), String> {
+        if let Some(pinned) = self.config.cluster_id.as_deref().filter(|p| *p != id) {
+            return Err(format!(
+                "this broker was started with --cluster-id {pinned}, but the controller quorum of --controllers is cluster {id}: \
+                 is --controllers (or --cluster-id) right?"
+            ));
+        }
         let mut state = self.write_state();
         if state.catalog.cluster_id == id {
             return Ok(());

@@ -228,3 +228,23 @@ fn the_group_coordinator_follows_the_offsets_partition_leader() {
     assert_eq!(fetch(&n2.broker), (0, 42), "the commit survived the leadership change");
     assert_eq!(commit_code(&n1.broker, 7), NotCoordinator.code());
 }
+
+/// `--cluster-id`: a data directory holding another cluster's topics is
+/// refused at start, and a quorum that named itself otherwise is refused
+/// when the broker checks its id.
+#[test]
+fn a_named_cluster_refuses_another_clusters_directory_and_quorum() {
+    let n1 = node(1);
+    n1.broker.apply_image(&image(&[&n1], 1, 0, vec![1]), 1, n1.incarnation);
+    assert!(n1.broker.topic("t").is_some());
+    let disk = n1.broker.disk.clone();
+    drop(n1);
+    let pinned = |id: &str| BrokerConfig { node_id: 1, cluster: true, cluster_id: Some(id.into()), ..BrokerConfig::default() };
+    let open = |config| Broker::open(config, disk.clone(), Arc::new(ManualClock::new(1_000_000)), Arc::new(Rng::seeded(1)));
+    let refused = open(pinned("other")).err().expect("another cluster's directory").to_string();
+    assert!(refused.contains("belongs to cluster cluster") && refused.contains("not to cluster other"), "{refused}");
+    let b = open(pinned("cluster")).expect("its own cluster's name");
+    assert!(b.adopt_cluster_id("cluster").is_ok());
+    let wrong = b.adopt_cluster_id("elsewhere").unwrap_err();
+    assert!(wrong.contains("--cluster-id cluster") && wrong.contains("quorum of --controllers is cluster elsewhere"), "{wrong}");
+}

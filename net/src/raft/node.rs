@@ -45,6 +45,8 @@ pub struct Controller {
     pub id: NodeId,
     pub raft: Raft<Cfg>,
     pub sm: StateMachine,
+    /// `--cluster-id`, if the operator named the cluster.
+    pub pinned: Option<String>,
     /// On the leader: when each broker was last heard from.
     last_seen: Arc<std::sync::Mutex<BTreeMap<i32, tokio::time::Instant>>>,
 }
@@ -72,7 +74,13 @@ impl Controller {
     /// Opens the Raft state under `raft/` on `disk` and starts the node. A
     /// voter that has never run initializes the quorum with `voters` (every
     /// voter does the same, so whichever starts first, they agree).
-    pub async fn start(id: NodeId, voters: BTreeMap<NodeId, String>, disk: Arc<dyn Disk>, timing: &RaftTiming) -> anyhow::Result<Controller> {
+    pub async fn start(
+        id: NodeId,
+        voters: BTreeMap<NodeId, String>,
+        disk: Arc<dyn Disk>,
+        timing: &RaftTiming,
+        pinned: Option<String>,
+    ) -> anyhow::Result<Controller> {
         let dir = std::path::Path::new("raft");
         let log = LogStore::open(disk.clone(), dir)?;
         let sm = StateMachine::open(disk, dir)?;
@@ -89,7 +97,15 @@ impl Controller {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(id, Arc::new(config), Network, log, sm.clone()).await?;
+        if let (Some(want), Some(named)) = (&pinned, sm.with_image(|i| i.cluster_id.clone())) {
+            if *want != named {
+                anyhow::bail!(
+                    "this node's controller state (raft/ in --data-dir) belongs to cluster {named}, not to cluster {want} (--cluster-id): \
+                     start it with its own cluster's --cluster-id and --controllers, or with an empty --data-dir"
+                );
+            }
+        }
+        let raft = Raft::new(id, Arc::new(config), Network { sm: sm.clone(), pinned: pinned.clone() }, log, sm.clone()).await?;
         if voters.contains_key(&id) && !raft.is_initialized().await? {
             let members: BTreeMap<NodeId, BasicNode> = voters.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
             match raft.initialize(members).await {
@@ -97,13 +113,14 @@ impl Controller {
                 Err(e) => tracing::info!(node = id, error = %e, "controller quorum already initialized"),
             }
         }
-        Ok(Controller { id, raft, sm, last_seen: Arc::default() })
+        Ok(Controller { id, raft, sm, pinned, last_seen: Arc::default() })
     }
 
     /// The gRPC services this node answers: Raft traffic and proposals
     /// (wrap them in `RaftServer` and `ControllerServer`).
     pub fn services(&self) -> (RaftService, ControllerService) {
-        (RaftService { raft: self.raft.clone() }, ControllerService { controller: self.clone() })
+        let raft = RaftService { raft: self.raft.clone(), sm: self.sm.clone(), pinned: self.pinned.clone(), last_refusal_logged: Default::default() };
+        (raft, ControllerService { controller: self.clone() })
     }
 
     /// Proposes `command`; answers once it is committed and applied, with its
@@ -323,12 +340,14 @@ pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, 
         if !named {
             // The first broker to ask names the cluster; every one checks
             // its data directory against that name before it registers.
-            match controller.propose(Command::InitCluster { cluster_id: shared.broker.cluster_id() }).await {
+            let name = controller.pinned.clone().unwrap_or_else(|| shared.broker.cluster_id());
+            match controller.propose(Command::InitCluster { cluster_id: name }).await {
                 // (Applied on the leader; this member's copy may lag a moment.)
                 Ok(_) => {
                     if let Some(id) = controller.sm.with_image(|img| img.cluster_id.clone()) {
                         if let Err(e) = shared.broker.adopt_cluster_id(&id) {
                             tracing::error!(node = info.id, error = %e, "refused to join the cluster: wrong cluster id");
+                            shared.fail(format!("refused to join the cluster: {e}"));
                             return;
                         }
                         named = true;
