@@ -243,13 +243,34 @@ impl Admin for AdminService {
 
     async fn list_groups(&self, request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
         let r = request.into_inner();
-        let groups = self
+        let mut groups: Vec<GroupListing> = self
             .shared
             .broker
             .list_groups(&r.states)
             .into_iter()
             .map(|g| GroupListing { group_id: g.group_id, protocol_type: g.protocol_type, state: g.state, r#type: g.group_type })
             .collect();
+        if let (false, Some(cluster)) = (r.local_only, self.shared.cluster.get()) {
+            let me = self.shared.broker.config().node_id;
+            let members: Vec<(i32, String)> =
+                cluster.controller.sm.with_image(|i| i.brokers.values().filter(|b| !b.fenced && b.id != me).map(|b| (b.id, b.rpc.clone())).collect());
+            for (id, rpc) in members {
+                let ask = ListGroupsRequest { states: r.states.clone(), local_only: true };
+                let answer = async {
+                    let channel = crate::raft::network::channel(&rpc).map_err(Status::internal)?;
+                    let mut client = chronik_proto::grpc::admin_client::AdminClient::new(channel);
+                    let mut req = Request::new(ask);
+                    req.set_timeout(std::time::Duration::from_secs(5));
+                    client.list_groups(req).await
+                };
+                match answer.await {
+                    Ok(a) => groups.extend(a.into_inner().groups),
+                    Err(s) => return Err(Status::unavailable(format!("broker {id} ({rpc}) did not list its groups: {}", s.message()))),
+                }
+            }
+            groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+            groups.dedup_by(|a, b| a.group_id == b.group_id);
+        }
         Ok(Response::new(ListGroupsResponse { groups }))
     }
 

@@ -256,7 +256,7 @@ def test_topic_admin_goes_through_the_controller(cluster_factory, pb):
         assert "panicked at" not in n.log_text()
 
 
-def test_a_group_meets_at_one_coordinator_whichever_broker_its_members_ask(cluster_factory):
+def test_a_group_meets_at_one_coordinator_whichever_broker_its_members_ask(cluster_factory, pb):
     nodes = start_cluster(cluster_factory)
     create_topic(nodes, "grp", 4)
     wait_state(nodes, "grp", lambda s: len(s) == 4 and all(l > 0 for l, _ in s.values()), "leaders")
@@ -273,6 +273,14 @@ def test_a_group_meets_at_one_coordinator_whichever_broker_its_members_ask(clust
             if sorted(got[0] + got[1]) == [0, 1, 2, 3] and got[0] and got[1]:
                 break
         assert sorted(got[0] + got[1]) == [0, 1, 2, 3] and got[0] and got[1], f"assignments {got}: one group, one coordinator"
+        # The gRPC admin service lists the cluster's groups from any broker
+        # (each asks the others; `local_only` lists only its own).
+        m, _ = pb
+        for n in nodes:
+            listed = admin_stub(pb, n).ListGroups(m.ListGroupsRequest(), timeout=10).groups
+            assert [(g.group_id, g.state) for g in listed] == [("g1", "Stable")], listed
+        local = [len(admin_stub(pb, n).ListGroups(m.ListGroupsRequest(local_only=True), timeout=10).groups) for n in nodes]
+        assert sorted(local) == [0, 0, 1], f"one coordinator holds the group: {local}"
     finally:
         for c in consumers:
             c.close()
