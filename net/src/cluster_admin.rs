@@ -48,7 +48,7 @@ impl Cluster {
 /// logged and tried again at a later FindCoordinator.
 pub fn ensure_offsets_topic(shared: &Arc<Shared>) {
     let Some(cluster) = shared.cluster.get() else { return };
-    if cluster.controller.sm.image().0.topics.contains_key(OFFSETS_TOPIC) || cluster.creating_offsets.swap(true, Ordering::SeqCst) {
+    if cluster.controller.sm.with_image(|i| i.topics.contains_key(OFFSETS_TOPIC)) || cluster.creating_offsets.swap(true, Ordering::SeqCst) {
         return;
     }
     let shared = shared.clone();
@@ -56,7 +56,7 @@ pub fn ensure_offsets_topic(shared: &Arc<Shared>) {
         let cluster = shared.cluster.get().expect("checked above");
         let broker = &shared.broker;
         let group = &broker.config().group;
-        let configs = [("retention.ms", "-1"), ("retention.bytes", "-1")]
+        let configs = chronik_core::group::OFFSETS_TOPIC_CONFIGS
             .map(|(k, v)| CreatableTopicConfig::default().with_name(k.to_string().into()).with_value(Some(v.to_string().into())));
         let spec = CreatableTopic::default()
             .with_num_partitions(group.offsets_topic_partitions)

@@ -168,7 +168,7 @@ impl Broker {
             return Err(format!("the cluster's {OFFSETS_TOPIC} is not created yet"));
         }
         let partitions = self.config.group.offsets_topic_partitions;
-        let configs = [("retention.ms", "-1"), ("retention.bytes", "-1")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+        let configs = crate::group::OFFSETS_TOPIC_CONFIGS.map(|(k, v)| (k.to_string(), v.to_string())).into();
         match self.create_topic(OFFSETS_TOPIC, partitions, configs, false) {
             Ok(_) => tracing::info!(partitions, "created the internal topic {OFFSETS_TOPIC}"),
             Err((TopicAlreadyExists, _)) => {}
@@ -177,14 +177,18 @@ impl Broker {
         self.topic(OFFSETS_TOPIC).ok_or_else(|| format!("{OFFSETS_TOPIC} vanished"))
     }
 
-    /// Appends the coordinator's records, one batch per partition. Returns
-    /// where each partition's batch ends (for durability waits) and, per
-    /// partition, the first record's offset.
-    fn append_writes(&self, writes: Vec<Write>) -> Result<Vec<(GroupWait, i64)>, String> {
+    /// Appends the coordinator's records, one batch per partition. Returns,
+    /// for each partition appended to, where its batch ends (for durability
+    /// waits) and its first record's offset; and why some partition could
+    /// not be appended to (the others are appended all the same).
+    fn append_writes(&self, writes: Vec<Write>) -> (Vec<(GroupWait, i64)>, Option<String>) {
         if writes.is_empty() {
-            return Ok(Vec::new());
+            return (Vec::new(), None);
         }
-        let topic = self.offsets_topic()?;
+        let topic = match self.offsets_topic() {
+            Ok(t) => t,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
         let n = topic.partitions.len() as i32;
         let mut by_partition: BTreeMap<i32, Vec<(Option<Bytes>, Option<Bytes>)>> = BTreeMap::new();
         for w in writes {
@@ -192,35 +196,42 @@ impl Broker {
         }
         let mut live = self.offsets_log();
         let now = self.clock.now_ms();
-        let mut out = Vec::new();
+        let (mut out, mut failed) = (Vec::new(), None);
         for (index, records) in by_partition {
             let partition = topic.partition(index).expect("index below the partition count").clone();
             let encoded = batch::encode(&records, &Producer::plain(Compression::None, now));
-            let (appended, leader_epoch) = {
+            let appended = (|| {
                 let mut guard = partition.lock();
                 let log = guard.as_mut().map_err(|e| format!("{OFFSETS_TOPIC}-{index} is offline: {e}"))?;
                 let epoch = live.writable_epoch(&partition, self.config.cluster)?;
                 let appended = log.append(encoded.to_vec(), epoch, now).map_err(|e| format!("cannot append to {OFFSETS_TOPIC}-{index}: {e}"))?;
-                (appended, epoch)
+                Ok::<_, String>((appended, epoch))
+            })();
+            let (appended, leader_epoch) = match appended {
+                Ok(a) => a,
+                Err(e) => {
+                    failed = Some(e);
+                    continue;
+                }
             };
             for (key, value) in &records {
                 live.note(index, key.as_ref().expect("coordinator records have keys"), value.as_ref());
             }
             out.push((GroupWait { partition, leader_epoch, offset: appended.last_offset + 1 }, appended.base_offset));
         }
-        Ok(out)
+        (out, failed)
     }
 
-    /// Appends what the last operations wrote; a failure is logged (the
-    /// state in memory stays, and is written again with the next change).
-    fn flush_group_writes(&self, groups: &mut Groups) -> Vec<GroupWait> {
-        match self.append_writes(groups.take_writes()) {
-            Ok(v) => v.into_iter().map(|(wait, _)| wait).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "could not record group state");
-                Vec::new()
-            }
+    /// Appends what the last operations wrote. A failure is logged (the
+    /// state in memory stays, and is written again with the next change)
+    /// and returned: an answer that reveals the change must not be sent as
+    /// a success (see [`durable_then`]).
+    fn flush_group_writes(&self, groups: &mut Groups) -> Flushed {
+        let (appended, error) = self.append_writes(groups.take_writes());
+        if let Some(e) = &error {
+            tracing::error!(error = %e, "could not record group state");
         }
+        Flushed { waits: appended.into_iter().map(|(wait, _)| wait).collect(), error }
     }
 
     /// Replays `__consumer_offsets` into the coordinator (at start, on a
@@ -270,8 +281,10 @@ impl Broker {
         let _ordered = self.groups();
         let topic = self.topic(OFFSETS_TOPIC)?;
         let partition = topic.partition(crate::group::partition_for(group, topic.partitions.len() as i32))?.clone();
-        let offset = partition.log_end_offset()?;
-        let leader_epoch = partition.serving_epoch().unwrap_or(-1);
+        // Not writable (offline, or no longer led at the epoch it was
+        // loaded under): the wait fails, and so does the answer.
+        let leader_epoch = self.offsets_log().writable_epoch(&partition, self.config.cluster).unwrap_or(-1);
+        let offset = partition.log_end_offset().unwrap_or(i64::MAX);
         Some(GroupWait { partition, leader_epoch, offset })
     }
 
@@ -336,7 +349,7 @@ impl Broker {
             self.follow_offsets_leadership(&mut groups, &mut live, true);
         }
         let changed = groups.tick(self.clock.monotonic_ms(), self.clock.now_ms(), &topics);
-        let appended = !self.flush_group_writes(&mut groups).is_empty();
+        let appended = !self.flush_group_writes(&mut groups).waits.is_empty();
         // Under the coordinator's lock: no record is appended meanwhile, so
         // the copies are the latest values.
         let cleaned = self.clean_offsets_log(&groups);
@@ -527,7 +540,11 @@ impl Broker {
                     return GroupAnswer::Now(ResponseKind::OffsetCommit(plan.response));
                 }
                 let writes = Groups::commit_writes(&plan.group, &plan.entries);
-                match self.append_writes(writes) {
+                let appended = match self.append_writes(writes) {
+                    (_, Some(e)) => Err(e),
+                    (appended, None) => Ok(appended),
+                };
+                match appended {
                     Err(e) => {
                         tracing::error!(group = %plan.group, error = %e, "offset commit not recorded");
                         plan.fail(CoordinatorNotAvailable);
@@ -634,11 +651,21 @@ fn replay_partition(log: &crate::log::PartitionLog, index: i32, groups: &mut Gro
 /// Answers once `waits` are durable — a member is never told of a state (a
 /// new member id, an epoch, a deletion) that a crash could take back — or
 /// with `COORDINATOR_NOT_AVAILABLE` if they cannot become durable.
-fn durable_then(waits: Vec<GroupWait>, response: ResponseKind) -> GroupAnswer {
-    if waits.is_empty() {
+fn durable_then(flushed: Flushed, response: ResponseKind) -> GroupAnswer {
+    if flushed.error.is_some() {
+        return GroupAnswer::Now(not_durable(response));
+    }
+    if flushed.waits.is_empty() {
         return GroupAnswer::Now(response);
     }
-    GroupAnswer::Durable { waits, complete: Box::new(move |durable| if durable { response } else { not_durable(response) }) }
+    GroupAnswer::Durable { waits: flushed.waits, complete: Box::new(move |durable| if durable { response } else { not_durable(response) }) }
+}
+
+/// What appending the coordinator's pending records did.
+struct Flushed {
+    waits: Vec<GroupWait>,
+    /// Why some record could not be appended.
+    error: Option<String>,
 }
 
 /// The answer to send instead of `response` when the coordinator's records

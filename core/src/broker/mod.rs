@@ -190,6 +190,26 @@ impl Broker {
                 c
             }
         };
+        // Group offsets of a cluster live in the controller's replicated
+        // topic. A local one (a single broker's, or a cluster member's from
+        // before offsets were replicated) would be served in its place, so
+        // a cluster member drops it, saying so: its groups' offsets were
+        // this broker's alone, never the cluster's.
+        let catalog = match catalog.topics.get(crate::group::OFFSETS_TOPIC) {
+            Some(t) if config.cluster && t.created_index.is_none() => {
+                tracing::warn!(
+                    dir = %t.dir().display(),
+                    "dropping this broker's own {}: a cluster member's group offsets live in the cluster's replicated one \
+                     (the offsets committed here alone are not carried over; their groups start from auto.offset.reset)",
+                    t.name
+                );
+                let mut kept = catalog.clone();
+                kept.topics.remove(crate::group::OFFSETS_TOPIC);
+                kept.save(&*disk)?;
+                kept
+            }
+            _ => catalog,
+        };
         // A directory that holds another cluster's topics is refused here;
         // one that holds none takes the named id when the quorum confirms it
         // (`adopt_cluster_id`).

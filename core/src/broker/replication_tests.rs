@@ -248,3 +248,20 @@ fn a_named_cluster_refuses_another_clusters_directory_and_quorum() {
     let wrong = b.adopt_cluster_id("elsewhere").unwrap_err();
     assert!(wrong.contains("--cluster-id cluster") && wrong.contains("quorum of --controllers is cluster elsewhere"), "{wrong}");
 }
+
+/// A broker's own `__consumer_offsets` (from before it was a cluster
+/// member) is dropped when it starts as one: groups must be served from
+/// the cluster's replicated topic, never from a local copy.
+#[test]
+fn a_cluster_member_drops_its_own_offsets_topic() {
+    use super::group_tests::{ctx, s};
+    let n = node(1);
+    let find = FindCoordinatorRequest::default().with_key(s("g"));
+    assert!(matches!(n.broker.handle_group(3, RequestKind::FindCoordinator(find), &ctx()), GroupAnswer::Now(_)));
+    assert!(n.broker.topic(crate::group::OFFSETS_TOPIC).is_some(), "created on first use");
+    let disk = n.broker.disk.clone();
+    drop(n);
+    let config = BrokerConfig { node_id: 1, cluster: true, ..BrokerConfig::default() };
+    let b = Broker::open(config, disk, Arc::new(ManualClock::new(1_000_000)), Arc::new(Rng::seeded(1))).unwrap();
+    assert!(b.topic(crate::group::OFFSETS_TOPIC).is_none());
+}

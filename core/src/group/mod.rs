@@ -38,6 +38,10 @@ use record::{GroupSnapshot, Key, OffsetValue};
 /// The internal topic holding committed offsets and group snapshots.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// Its configs: retention never deletes it (only the coordinator's
+/// cleaning does).
+pub const OFFSETS_TOPIC_CONFIGS: [(&str, &str); 2] = [("retention.ms", "-1"), ("retention.bytes", "-1")];
+
 /// Group-coordinator settings (Kafka's `group.*` and `offsets.*`).
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
@@ -419,6 +423,9 @@ impl Groups {
     /// Applies commits whose records are durable, the first at `log_offset`;
     /// `seq` is the plan's (an offset deleted since is not brought back).
     pub fn apply_commit(&mut self, group: &str, entries: Vec<(String, i32, OffsetValue)>, log_offset: i64, seq: u64, now: i64) {
+        if self.serves(group).is_err() {
+            return; // unloaded meanwhile: its next coordinator replays the record
+        }
         if self.deleted_groups.get(group).is_some_and(|(at, _)| *at > seq) {
             return; // the group was deleted after this commit was written
         }

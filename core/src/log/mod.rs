@@ -847,17 +847,19 @@ impl PartitionLog {
             position += h.total_len() as u64;
         }
         // In an order a crash at any step leaves a log that recovery reads
-        // as the old log or a prefix of it: first recovery must scan from
-        // `end` (the recovery point goes down durably); then the later
-        // segments go, newest first, and the kept one's indexes (it is the
-        // active segment again, whose indexes recovery rebuilds), durably;
-        // only then is its file cut. Cutting first would leave, after a
-        // crash that kept the later segments, a gap that the sealed
-        // segment's stale index would hide.
+        // as the old log or a prefix of it. First the recovery point goes
+        // down durably, so a log ending below the old one is not taken for
+        // damaged; then the later segments go, newest first, each durably
+        // (a file system may persist unsynced unlinks in any order), and
+        // the kept one's indexes (it is the active segment again, whose
+        // indexes recovery rebuilds by scanning); only then is its file cut.
+        // Cutting first would leave, after a crash that kept the later
+        // segments, a gap that the sealed segment's stale index would hide.
         self.lower_recovery_point(end)?;
         while self.segments.len() > keep + 1 {
             let seg = self.segments.pop().expect("more than kept");
             seg.delete(&*self.disk, &dir).map_err(io_err(&dir))?;
+            self.disk.sync_dir(&dir).map_err(io_err(&dir))?;
         }
         let base = self.segments[keep].base_offset;
         for suffix in [segment::INDEX_SUFFIX, segment::TIME_INDEX_SUFFIX] {
@@ -887,6 +889,7 @@ impl PartitionLog {
         self.lower_recovery_point(0)?;
         while let Some(seg) = self.segments.pop() {
             seg.delete(&*self.disk, &dir).map_err(io_err(&dir))?;
+            self.disk.sync_dir(&dir).map_err(io_err(&dir))?;
         }
         self.forget_above(i64::MIN)?;
         // (A crash before this leaves no segment: the log then starts at 0,
