@@ -153,3 +153,64 @@ def test_a_node_of_another_cluster_is_refused(pb, cluster_factory, request, tmp_
     assert "alpha-topic" in md.topics
     for n in nodes:
         assert "panicked at" not in n.log_text()
+
+
+def test_without_a_quorum_metadata_changes_stop_but_reads_go_on(pb, cluster_factory):
+    """Two of three members killed: the last one cannot change metadata (a
+    topic creation fails with a clear timeout instead of hanging), yet it
+    keeps serving reads of the partition it leads; with the quorum back,
+    changes go through again."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    nodes = cluster_factory(3, "--broker-session-timeout-ms", str(SESSION_MS))
+    wait_agreement(pb, nodes, {1: False, 2: False, 3: False})
+    admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in nodes)})
+    admin.create_topics([NewTopic("kept", 1, 3)])["kept"].result(timeout=30)
+    deadline = time.monotonic() + WAIT_S
+    leader = -1
+    while time.monotonic() < deadline and leader < 0:
+        t = admin.list_topics("kept", timeout=10).topics["kept"]
+        leader = t.partitions[0].leader if t.error is None and len(t.partitions[0].isrs) == 3 else -1
+        time.sleep(0.2)
+    assert leader > 0
+    p = Producer({"bootstrap.servers": admin_bootstrap(nodes), "acks": "all"})
+    for i in range(50):
+        p.produce("kept", value=f"k{i}".encode())
+    assert p.flush(30) == 0
+
+    survivor = next(n for n in nodes if n.node_id == leader)
+    for n in nodes:
+        if n is not survivor:
+            n.kill9()
+    lone = AdminClient({"bootstrap.servers": survivor.bootstrap})
+    t0 = time.monotonic()
+    try:
+        lone.create_topics([NewTopic("refused", 1, 1)], operation_timeout=5)["refused"].result(timeout=60)
+        raise AssertionError("a topic was created without a quorum")
+    except Exception as e:  # noqa: BLE001 (the admin client wraps the Kafka error)
+        assert "REQUEST_TIMED_OUT" in str(e) or "timed out" in str(e).lower(), e
+    assert time.monotonic() - t0 < 60
+    c = Consumer({"bootstrap.servers": survivor.bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition("kept", 0, 0)])
+        got, deadline = [], time.monotonic() + WAIT_S
+        while len(got) < 50 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m.value().decode())
+        assert got == [f"k{i}" for i in range(50)], f"read {len(got)} of 50 without a quorum"
+    finally:
+        c.close()
+
+    for n in nodes:
+        if n is not survivor:
+            n.start()
+    wait_agreement(pb, nodes, {1: False, 2: False, 3: False})
+    admin.create_topics([NewTopic("after", 1, 3)])["after"].result(timeout=30)
+    for n in nodes:
+        assert "panicked at" not in n.log_text()
+
+
+def admin_bootstrap(nodes):
+    return ",".join(n.bootstrap for n in nodes if n.proc is not None)
