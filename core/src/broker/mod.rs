@@ -349,16 +349,16 @@ impl Broker {
                 Ok(log) => log.flush_target(),
                 Err(_) => None,
             };
-            let Some((file, offset)) = target else { continue };
+            let Some(target) = target else { continue };
             if self.rng.buggify(0.05) {
                 continue; // leave it to the next round
             }
-            let result = if crate::planted::active(crate::planted::Bug::SkipFsync) { Ok(()) } else { file.sync() };
+            let result = if crate::planted::active(crate::planted::Bug::SkipFsync) { Ok(()) } else { target.file.sync() };
             let mut guard = p.lock();
             if let Ok(log) = &mut *guard {
                 match result {
                     Ok(()) => {
-                        log.flushed(offset);
+                        log.flushed(&target);
                         log.checkpoint_if_due(self.clock.now_ms());
                         self.on_flushed(&p, log);
                         advanced = true;

@@ -98,6 +98,13 @@ pub struct ReadResult {
     pub bytes: Vec<u8>,
 }
 
+/// A sync to run outside the partition lock (see [`PartitionLog::flush_target`]).
+pub struct FlushTarget {
+    pub file: Arc<dyn DiskFile>,
+    /// The log end offset when it was taken: what the sync makes durable.
+    pub offset: i64,
+}
+
 pub struct PartitionLog {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
@@ -551,17 +558,24 @@ impl PartitionLog {
 
     /// What a flush must sync, taken under the partition lock so the sync
     /// itself can run without it: the active file and the LEO it covers.
-    pub fn flush_target(&self) -> Option<(Arc<dyn DiskFile>, i64)> {
+    pub fn flush_target(&self) -> Option<FlushTarget> {
         if self.offline.is_some() || self.durable_end == self.log_end_offset() {
             return None;
         }
-        Some((self.active().file.clone(), self.log_end_offset()))
+        Some(FlushTarget { file: self.active().file.clone(), offset: self.log_end_offset() })
     }
 
-    /// Records that everything below `offset` is durable.
-    pub fn flushed(&mut self, offset: i64) {
-        // A truncation since the sync began may have cut the log below it.
-        let offset = offset.min(self.log_end_offset());
+    /// Records that `target`'s sync completed: everything below its offset
+    /// is durable, if the log is still the one it was taken from. A
+    /// follower's truncation since then reopened the log (new files), and
+    /// may have appended past the old end again: those records were not in
+    /// the synced file, so the sync says nothing about them. A roll since
+    /// then synced the sealed segment itself.
+    pub fn flushed(&mut self, target: &FlushTarget) {
+        if !std::ptr::addr_eq(Arc::as_ptr(&target.file), Arc::as_ptr(&self.active().file)) {
+            return;
+        }
+        let offset = target.offset.min(self.log_end_offset());
         if offset > self.durable_end {
             self.durable_end = offset;
         }
@@ -576,11 +590,11 @@ impl PartitionLog {
     /// Syncs everything now and records the recovery point (graceful
     /// shutdown, tests).
     pub fn flush(&mut self, now_ms: i64) -> Result<(), LogError> {
-        if let Some((file, leo)) = self.flush_target() {
-            if let Err(e) = file.sync() {
+        if let Some(target) = self.flush_target() {
+            if let Err(e) = target.file.sync() {
                 return Err(self.flush_failed(e));
             }
-            self.flushed(leo);
+            self.flushed(&target);
         }
         self.write_recovery_point(now_ms)
     }
@@ -776,19 +790,29 @@ impl PartitionLog {
             if !by_time && !by_size {
                 break;
             }
-            let seg = self.segments.remove(0);
+            let seg = self.delete_oldest_segment()?;
             total -= seg.size as i64;
-            seg.delete(&*self.disk, &self.dir).map_err(io_err(&self.dir))?;
             tracing::info!(dir = %self.dir.display(), base = seg.base_offset, by_time, by_size, "retention deleted a segment");
             deleted += 1;
         }
         if deleted > 0 {
-            self.disk.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
             self.prune_snapshots();
             let start = self.log_start_offset();
             self.epochs.truncate_from_start(start).map_err(io_err(&self.dir))?;
         }
         Ok(deleted)
+    }
+
+    /// Deletes the oldest segment durably (its files, then the directory
+    /// synced) before the next may go: a file system may persist unsynced
+    /// unlinks in any order, and a crash must leave the log a contiguous
+    /// run of segments, never one with a hole that recovery calls corrupt.
+    fn delete_oldest_segment(&mut self) -> Result<Segment, LogError> {
+        assert!(self.segments.len() > 1, "the active segment is never deleted");
+        let seg = self.segments.remove(0);
+        seg.delete(&*self.disk, &self.dir).map_err(io_err(&self.dir))?;
+        self.disk.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        Ok(seg)
     }
 
     /// Deletes every sealed segment that lies wholly below `offset` (and
@@ -799,12 +823,10 @@ impl PartitionLog {
         self.ensure_online()?;
         let mut deleted = 0;
         while self.segments.len() > 1 && self.segments[0].next_offset <= offset.min(self.high_watermark()) {
-            let seg = self.segments.remove(0);
-            seg.delete(&*self.disk, &self.dir).map_err(io_err(&self.dir))?;
+            self.delete_oldest_segment()?;
             deleted += 1;
         }
         if deleted > 0 {
-            self.disk.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
             self.prune_snapshots();
             let start = self.log_start_offset();
             self.epochs.truncate_from_start(start).map_err(io_err(&self.dir))?;

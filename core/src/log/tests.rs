@@ -405,6 +405,35 @@ fn truncation_cuts_the_tail_and_rebuilds_producer_state_and_epochs() {
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
 }
 
+/// A flush takes its target under the partition lock and syncs outside
+/// it; a follower's truncation and new appends past the old end in between
+/// must not count as synced by it (the flush synced the old files).
+#[test]
+fn a_sync_taken_before_a_truncation_does_not_make_later_appends_durable() {
+    let disk = SimDisk::new(44);
+    let mut log = open(&disk, small_config());
+    for i in 0..4 {
+        log.append(simple(3, 1000 + i), 1, 0).unwrap();
+    }
+    log.flush(0).unwrap();
+    log.append(simple(3, 1004), 1, 0).unwrap();
+    let target = log.flush_target().expect("unsynced records");
+    assert_eq!(target.offset, 15);
+    target.file.sync().unwrap();
+    // Meanwhile: cut back to 6, and 12 new records at a new epoch, unsynced.
+    let mut log = log.truncate_to(6, 0).unwrap();
+    for i in 0..4 {
+        log.append(simple(3, 2000 + i), 2, 0).unwrap();
+    }
+    assert_eq!((log.log_end_offset(), log.durable_end()), (18, 6));
+    log.flushed(&target);
+    assert_eq!(log.durable_end(), 6, "the old sync covered none of the new records");
+    let target = log.flush_target().unwrap();
+    target.file.sync().unwrap();
+    log.flushed(&target);
+    assert_eq!(log.durable_end(), 18);
+}
+
 /// A follower's truncation that fails part-way (EIO on a write or a sync)
 /// and then loses power leaves a log that opens cleanly and holds a prefix
 /// of the old one, readable to its end: never a gap hidden behind a sealed
