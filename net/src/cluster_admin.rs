@@ -129,7 +129,7 @@ async fn propose(shared: &Shared, cluster: &Cluster, command: Command, applied_h
     }
 }
 
-pub async fn handle(shared: &Shared, version: i16, body: RequestKind) -> ResponseKind {
+pub async fn handle(shared: &Arc<Shared>, version: i16, body: RequestKind) -> ResponseKind {
     let cluster = shared.cluster.get().expect("checked by the caller");
     let broker = &shared.broker;
     match body {
@@ -243,7 +243,7 @@ async fn next_producer_id(cluster: &Cluster) -> Result<i64, Refusal> {
 /// Metadata in a cluster: answered from the image; unknown topics the
 /// request may auto-create are proposed to the controller and answered
 /// `LEADER_NOT_AVAILABLE` (the client asks again), as Kafka does.
-async fn metadata(shared: &Shared, cluster: &Cluster, request: MetadataRequest, version: i16) -> kafka_protocol::messages::MetadataResponse {
+async fn metadata(shared: &Arc<Shared>, cluster: &Cluster, request: MetadataRequest, version: i16) -> kafka_protocol::messages::MetadataResponse {
     let broker = &shared.broker;
     let auto_create = broker.config().auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
     let ResponseKind::Metadata(mut response) = broker.handle(version, RequestKind::Metadata(request)) else { unreachable!("metadata answers metadata") };
@@ -259,6 +259,12 @@ async fn metadata(shared: &Shared, cluster: &Cluster, request: MetadataRequest, 
             continue;
         }
         let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else { continue };
+        if name == OFFSETS_TOPIC {
+            // With its own partitions, replication factor and configs.
+            ensure_offsets_topic(shared);
+            t.error_code = LeaderNotAvailable.code();
+            continue;
+        }
         let spec = CreatableTopic::default().with_num_partitions(-1).with_replication_factor(-1);
         match broker.plan_topic(&image, &name, &spec) {
             Ok(plan) => match cluster.controller.propose(plan.command).await {

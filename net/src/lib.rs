@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod cluster_admin;
 pub mod raft;
 pub mod replication;
+
 #[cfg(not(madsim))]
 pub mod http;
 
@@ -341,7 +342,7 @@ async fn wait_group(shared: &Shared, answer: GroupAnswer) -> Option<ResponseKind
                     _ = shared.stopped() => return None,
                 }
             };
-            match shared.broker.group_barrier(&group) {
+            match shared.broker.group_barrier(&group, &response) {
                 Some(wait) => Some(if durable(shared, std::slice::from_ref(&wait)).await? { response } else { not_durable(response) }),
                 None => Some(response),
             }

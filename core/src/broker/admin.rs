@@ -278,6 +278,18 @@ impl Broker {
                             let error = if let Err(why) = validate_topic_name(&name_str) {
                                 tracing::debug!(topic = %name_str, %why, "metadata for an invalid topic name");
                                 InvalidTopicException
+                            } else if auto_create && super::is_internal(&name_str) {
+                                // Created as the group coordinator creates it (its partitions and configs).
+                                match self.offsets_topic() {
+                                    Ok(t) => {
+                                        response.topics.push(self.topic_metadata(&t, version));
+                                        continue;
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "cannot auto-create an internal topic");
+                                        LeaderNotAvailable
+                                    }
+                                }
                             } else if auto_create {
                                 match self.create_topic(&name_str, self.config.num_partitions, BTreeMap::new(), false) {
                                     Ok(_) => {
@@ -392,7 +404,8 @@ impl Broker {
             let outcome = if duplicate {
                 Err((InvalidRequest, format!("topic '{name}' appears more than once in the request")))
             } else {
-                self.create_one(&name, &t, request.validate_only)
+                let internal = if self.topic(&name).is_some() { Ok(()) } else { super::groups::refuse_internal_change(&name, "create") };
+                internal.and_then(|()| self.create_one(&name, &t, request.validate_only))
             };
             match outcome {
                 Ok(created) => {
@@ -515,6 +528,7 @@ impl Broker {
         let Some(topic) = self.topic(name) else {
             return Err((UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
         };
+        super::groups::refuse_internal_change(name, "add partitions to")?;
         let current = topic.record.partitions;
         if count <= current {
             return Err((InvalidPartitions, format!("topic has {current} partitions; the new count {count} must be larger")));

@@ -100,6 +100,9 @@ impl Broker {
                 if !seen.insert(name.clone()) {
                     return Err((InvalidRequest, format!("topic '{name}' appears more than once in the request")));
                 }
+                if !image.topics.contains_key(&name) {
+                    super::groups::refuse_internal_change(&name, "create")?;
+                }
                 self.plan_topic(image, &name, t)
             })
             .collect()
@@ -209,6 +212,7 @@ impl Broker {
                 let Some(state) = image.topics.get(&name) else {
                     return Err((UnknownTopicOrPartition, format!("topic '{name}' does not exist")));
                 };
+                super::groups::refuse_internal_change(&name, "add partitions to")?;
                 let current = state.partitions.len() as i32;
                 if t.count <= current {
                     return Err((InvalidPartitions, format!("topic has {current} partitions; the new count {} must be larger", t.count)));

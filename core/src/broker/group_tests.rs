@@ -164,6 +164,29 @@ fn the_internal_topic_is_protected() {
     let ResponseKind::DeleteTopics(r) = b.handle(5, RequestKind::DeleteTopics(req)) else { panic!() };
     assert_eq!(r.responses[0].error_code, InvalidTopicException.code());
     assert!(b.topic(OFFSETS_TOPIC).is_some());
+    // Nor may they add partitions (a group's partition is a hash over their
+    // count: groups would move away from their offsets).
+    let req = CreatePartitionsRequest::default().with_topics(vec![create_partitions_request::CreatePartitionsTopic::default()
+        .with_name(TopicName(s(OFFSETS_TOPIC)))
+        .with_count(60)]);
+    let ResponseKind::CreatePartitions(r) = b.handle(3, RequestKind::CreatePartitions(req)) else { panic!() };
+    assert_eq!(r.results[0].error_code, InvalidRequest.code());
+    assert_eq!(b.topic(OFFSETS_TOPIC).unwrap().partitions.len(), 3);
+
+    // On a broker without it: clients cannot create it with their settings,
+    // and a Metadata request creates it as the coordinator would.
+    let b = open(&SimDisk::new(14), &clock);
+    let req = CreateTopicsRequest::default().with_topics(vec![create_topics_request::CreatableTopic::default()
+        .with_name(TopicName(s(OFFSETS_TOPIC)))
+        .with_num_partitions(1)
+        .with_replication_factor(1)]);
+    let ResponseKind::CreateTopics(r) = b.handle(7, RequestKind::CreateTopics(req)) else { panic!() };
+    assert_eq!(r.topics[0].error_code, InvalidRequest.code());
+    assert!(b.topic(OFFSETS_TOPIC).is_none());
+    let req = MetadataRequest::default().with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(s(OFFSETS_TOPIC))))]));
+    let ResponseKind::Metadata(r) = b.handle(12, RequestKind::Metadata(req)) else { panic!() };
+    assert_eq!((r.topics[0].error_code, r.topics[0].partitions.len(), r.topics[0].is_internal), (0, 3, true));
+    assert_eq!(b.topic(OFFSETS_TOPIC).unwrap().record.configs.get("retention.ms").map(String::as_str), Some("-1"));
 }
 
 #[test]

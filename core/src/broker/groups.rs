@@ -160,7 +160,7 @@ impl Broker {
 
     /// `__consumer_offsets`, created on first use like Kafka does (in a
     /// cluster, by the controller: see `chronik_net::cluster_admin`).
-    fn offsets_topic(&self) -> Result<Arc<Topic>, String> {
+    pub(super) fn offsets_topic(&self) -> Result<Arc<Topic>, String> {
         if let Some(t) = self.topic(OFFSETS_TOPIC) {
             return Ok(t);
         }
@@ -204,6 +204,10 @@ impl Broker {
                 let mut guard = partition.lock();
                 let log = guard.as_mut().map_err(|e| format!("{OFFSETS_TOPIC}-{index} is offline: {e}"))?;
                 let epoch = live.writable_epoch(&partition, self.config.cluster)?;
+                // As Kafka, the coordinator writes with acks=all: not below
+                // min.insync.replicas (the answer is COORDINATOR_NOT_AVAILABLE).
+                self.enough_replicas(&partition, &topic.record.configs)
+                    .map_err(|(isr, min)| format!("{OFFSETS_TOPIC}-{index}: {isr} replicas in sync, min.insync.replicas is {min}"))?;
                 let appended = log.append(encoded.to_vec(), epoch, now).map_err(|e| format!("cannot append to {OFFSETS_TOPIC}-{index}: {e}"))?;
                 Ok::<_, String>((appended, epoch))
             })();
@@ -277,7 +281,17 @@ impl Broker {
     /// broker leads it (-1 if it does not: the wait fails). Taking the
     /// coordinator's lock first makes sure the operation that filled the
     /// answer has appended its records.
-    pub fn group_barrier(&self, group: &str) -> Option<GroupWait> {
+    pub fn group_barrier(&self, group: &str, response: &ResponseKind) -> Option<GroupWait> {
+        // A refusal reveals no change: it is sent as it is (NOT_COORDINATOR
+        // from an unload stays NOT_COORDINATOR).
+        let error = match response {
+            ResponseKind::JoinGroup(r) => r.error_code,
+            ResponseKind::SyncGroup(r) => r.error_code,
+            _ => 0,
+        };
+        if error != 0 {
+            return None;
+        }
         let _ordered = self.groups();
         let topic = self.topic(OFFSETS_TOPIC)?;
         let partition = topic.partition(crate::group::partition_for(group, topic.partitions.len() as i32))?.clone();
@@ -309,7 +323,16 @@ impl Broker {
                     groups.unload(p.index, Load::NotOwned);
                     live.forget(p.index);
                 }
-                let (Some(leader_epoch), Some(end)) = (epoch, p.log_end_offset()) else { continue };
+                let Some(leader_epoch) = epoch else { continue };
+                let Some(end) = p.log_end_offset() else {
+                    // Led here but its log is offline (until a restart):
+                    // COORDINATOR_NOT_AVAILABLE, not NOT_COORDINATOR, which
+                    // would send clients back here in a loop.
+                    tracing::error!(partition = p.index, leader_epoch, "leading {OFFSETS_TOPIC}-{} whose log is offline: its groups answer COORDINATOR_NOT_AVAILABLE", p.index);
+                    live.leading.insert(p.index, Lead { leader_epoch, loading_until: None });
+                    groups.mark_unavailable(p.index);
+                    continue;
+                };
                 tracing::info!(partition = p.index, leader_epoch, log_end = end, "leading {OFFSETS_TOPIC}-{}: loading its groups once its log is committed", p.index);
                 groups.begin_loading(p.index);
                 live.leading.insert(p.index, Lead { leader_epoch, loading_until: Some(end) });
@@ -699,4 +722,16 @@ pub fn not_durable(response: ResponseKind) -> ResponseKind {
 /// Topics clients may not write to or delete.
 pub fn is_internal(name: &str) -> bool {
     name == OFFSETS_TOPIC
+}
+
+/// Clients may not create an internal topic (the broker creates it with
+/// its own settings: `--offsets-topic-num-partitions`, its replication
+/// factor and configs) nor add partitions to one (a group's partition is
+/// a hash over their count: new partitions would move groups away from
+/// their committed offsets).
+pub(super) fn refuse_internal_change(name: &str, what: &str) -> Result<(), super::ops::Refusal> {
+    if is_internal(name) {
+        return Err((ResponseError::InvalidRequest, format!("topic '{name}' is internal: clients cannot {what} it (the broker manages it)")));
+    }
+    Ok(())
 }

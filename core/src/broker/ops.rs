@@ -112,6 +112,7 @@ impl Broker {
             }
             return Err((TopicAlreadyExists, format!("topic '{name}' already exists with other settings ({} partitions, overrides {:?})", t.record.partitions, t.record.configs)));
         }
+        super::groups::refuse_internal_change(name, "create")?;
         let created = self.create_topic(name, partitions, configs, validate_only)?;
         Ok((created.record, true))
     }

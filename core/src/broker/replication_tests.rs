@@ -227,6 +227,29 @@ fn the_group_coordinator_follows_the_offsets_partition_leader() {
     n2.broker.group_tick();
     assert_eq!(fetch(&n2.broker), (0, 42), "the commit survived the leadership change");
     assert_eq!(commit_code(&n1.broker, 7), NotCoordinator.code());
+
+    // A commit in flight when the leadership moves is never acknowledged:
+    // the next leader may not have its record.
+    let GroupAnswer::Durable { waits, complete } = n2.broker.handle_group(7, RequestKind::OffsetCommit(commit("g", "", -1, "t", 0, 43)), &ctx()) else {
+        panic!("a commit waits until it is committed")
+    };
+    let img = offsets_image(1, 2, vec![1, 2]);
+    n1.broker.apply_image(&img, 1, n1.incarnation);
+    n2.broker.apply_image(&img, 1, n2.incarnation);
+    assert!(matches!(waits[0].partition.ack_state(waits[0].leader_epoch, waits[0].offset), AckState::Lost(_)));
+    let ResponseKind::OffsetCommit(r) = complete(false) else { panic!() };
+    assert_eq!(r.topics[0].partitions[0].error_code, CoordinatorNotAvailable.code());
+
+    // Below min.insync.replicas the coordinator writes nothing, as Kafka
+    // (which writes offsets with acks=all).
+    let mut img = offsets_image(1, 3, vec![1]);
+    img.topics.get_mut(OFFSETS_TOPIC).unwrap().configs.insert("min.insync.replicas".into(), "2".into());
+    n1.broker.apply_image(&img, 1, n1.incarnation);
+    n1.broker.flush();
+    n1.broker.group_tick();
+    assert_eq!(fetch(&n1.broker), (0, 42), "loaded at epoch 3");
+    assert_eq!(commit_code(&n1.broker, 44), CoordinatorNotAvailable.code());
+    assert_eq!(fetch(&n1.broker), (0, 42));
 }
 
 /// `--cluster-id`: a data directory holding another cluster's topics is
