@@ -145,6 +145,26 @@ def test_a_node_of_another_cluster_is_refused(pb, cluster_factory, request, tmp_
         assert leader in (1, 2)
     finally:
         stranger.stop()
+
+    # Node 3 on a fresh data directory with a typo in --cluster-id: alpha's
+    # members and it refuse each other's Raft messages; rather than wait for
+    # ever, it exits, saying why.
+    typo = _make_broker(request, tmp_path, "typo", node_id=3)
+    typo.rpc_port = third.rpc_port
+    typo.extra_args = ["--controllers", ",".join(f"{b.node_id}@{b.rpc}" for b in nodes), "--cluster-id", "alpah"]
+    try:
+        try:
+            typo.start()
+        except BrokerError:
+            pass  # it may give up before its Kafka port is checked
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and typo.running():
+            time.sleep(0.5)
+        assert not typo.running(), "a node with the wrong --cluster-id kept running"
+        assert "is --cluster-id (or --controllers) right?" in typo.log_text()
+        assert "came from cluster alpha, but it was started with --cluster-id alpah" in typo.log_text()
+    finally:
+        typo.kill9()
     # Node 3 comes back as itself, with alpha's topic.
     third.extra_args = alpha_args
     third.start()
@@ -183,6 +203,13 @@ def test_without_a_quorum_metadata_changes_stop_but_reads_go_on(pb, cluster_fact
     for n in nodes:
         if n is not survivor:
             n.kill9()
+    # Once its election timeout has passed, the survivor knows no quorum
+    # leader and names itself controller (a client that kept the dead
+    # leader as its controller would send it the creation, not the survivor).
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline and (view(pb, survivor) or (0,))[0] not in (survivor.node_id, -1):
+        time.sleep(0.2)
+    assert (view(pb, survivor) or (0,))[0] in (survivor.node_id, -1), view(pb, survivor)
     lone = AdminClient({"bootstrap.servers": survivor.bootstrap})
     t0 = time.monotonic()
     try:

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use chronik_proto::grpc::raft_client::RaftClient;
 use chronik_proto::grpc::raft_server;
 use chronik_proto::grpc::RaftMessage;
@@ -41,7 +43,7 @@ struct Failure(String);
 /// This member's cluster id: the one its quorum named, or before that the
 /// one its operator named (`--cluster-id`); "" if neither.
 fn cluster_id(sm: &StateMachine, pinned: &Option<String>) -> String {
-    sm.with_image(|i| i.cluster_id.clone()).or_else(|| pinned.clone()).unwrap_or_default()
+    sm.cluster_id().or_else(|| pinned.clone()).unwrap_or_default()
 }
 
 /// Why two members' cluster ids rule out talking, if they do.
@@ -142,6 +144,52 @@ impl RaftNetwork<Cfg> for Peer {
     }
 }
 
+/// What a member has heard over Raft: enough to tell that it was started
+/// with the wrong `--cluster-id` (see [`Heard::stranded`]).
+#[derive(Debug, Default)]
+pub struct Heard {
+    /// When a message from this cluster was last taken.
+    accepted: Option<Instant>,
+    /// Another cluster's id, when its messages began to be refused, and when
+    /// the last one was.
+    foreign: Option<(String, Instant, Instant)>,
+}
+
+/// Refusals further apart than this are not one stretch.
+const REFUSAL_GAP: Duration = Duration::from_secs(10);
+
+impl Heard {
+    fn accepted(&mut self, now: Instant) {
+        self.accepted = Some(now);
+    }
+
+    fn refused(&mut self, theirs: &str, now: Instant) {
+        match &mut self.foreign {
+            Some((id, _, last)) if id == theirs && now.duration_since(*last) < REFUSAL_GAP => *last = now,
+            _ => self.foreign = Some((theirs.to_string(), now, now)),
+        }
+    }
+
+    /// Why a member with `pinned` as its `--cluster-id` should give up, if
+    /// it should: it is not part of a named cluster, and for `after` it has
+    /// refused another cluster's messages and taken none of its own. That is
+    /// a member listed in `--controllers` of a cluster named otherwise (a
+    /// typo in `--cluster-id`, or the wrong `--controllers`): it would wait
+    /// for ever.
+    pub fn stranded(&self, pinned: &str, now: Instant, after: Duration) -> Option<String> {
+        let (theirs, since, last) = self.foreign.as_ref()?;
+        let refusing = now.duration_since(*since) >= after && now.duration_since(*last) < REFUSAL_GAP;
+        let silent = self.accepted.is_none_or(|a| now.duration_since(a) >= after);
+        (refusing && silent).then(|| {
+            format!(
+                "for {}s every Raft message this node was sent came from cluster {theirs}, but it was started with --cluster-id {pinned}: \
+                 is --cluster-id (or --controllers) right?",
+                after.as_secs()
+            )
+        })
+    }
+}
+
 /// Hands incoming Raft messages to the local node.
 pub struct RaftService {
     pub raft: openraft::Raft<Cfg>,
@@ -149,7 +197,8 @@ pub struct RaftService {
     pub pinned: Option<String>,
     /// When a foreign request was last logged (at most every 10 s: the
     /// peer retries several times a second).
-    pub last_refusal_logged: std::sync::Mutex<Option<tokio::time::Instant>>,
+    pub last_refusal_logged: std::sync::Mutex<Option<Instant>>,
+    pub heard: std::sync::Arc<std::sync::Mutex<Heard>>,
 }
 
 impl RaftService {
@@ -158,8 +207,9 @@ impl RaftService {
     fn decode<T: DeserializeOwned>(&self, request: Request<RaftMessage>) -> Result<T, Status> {
         let peer = request.remote_addr();
         let message = request.into_inner();
+        let now = Instant::now();
         if let Some(why) = foreign(&cluster_id(&self.sm, &self.pinned), &message.cluster_id) {
-            let now = tokio::time::Instant::now();
+            self.heard.lock().expect("heard lock").refused(&message.cluster_id, now);
             let mut last = self.last_refusal_logged.lock().expect("refusal log lock");
             if last.is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(10)) {
                 *last = Some(now);
@@ -171,6 +221,7 @@ impl RaftService {
             }
             return Err(Status::failed_precondition(why));
         }
+        self.heard.lock().expect("heard lock").accepted(now);
         serde_json::from_slice(&message.json).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
     }
 
@@ -195,5 +246,36 @@ impl raft_server::Raft for RaftService {
     async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let req: InstallSnapshotRequest<Cfg> = self.decode(request)?;
         self.encode(self.raft.install_snapshot(req).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_hearing_only_another_cluster_is_stranded_after_a_while() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let after = Duration::from_secs(20);
+        let mut heard = Heard::default();
+        assert_eq!(heard.stranded("alpah", at(0), after), None, "nothing heard");
+        for s in 0..=25 {
+            heard.refused("alpha", at(s));
+        }
+        let why = heard.stranded("alpah", at(25), after).expect("only alpha for 25 s");
+        assert!(why.contains("cluster alpha") && why.contains("--cluster-id alpah"), "{why}");
+        // A message of its own cluster within the window: not stranded.
+        heard.accepted(at(10));
+        assert_eq!(heard.stranded("alpah", at(25), after), None);
+        // Refusals that stopped long ago are no evidence now.
+        let mut old = Heard::default();
+        for s in 0..=25 {
+            old.refused("alpha", at(s));
+        }
+        assert_eq!(old.stranded("alpah", at(60), after), None);
+        // A gap starts a new stretch.
+        old.refused("alpha", at(60));
+        assert_eq!(old.stranded("alpah", at(61), after), None);
     }
 }

@@ -15,7 +15,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 use tonic::{Request, Response, Status};
 
-use super::network::{channel, Network, RaftService};
+use super::network::{channel, Heard, Network, RaftService};
 use super::store::{LogStore, StateMachine};
 use super::{Cfg, NodeId};
 
@@ -25,6 +25,9 @@ const MAX_HOPS: u32 = 3;
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a forwarded proposal may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node with `--cluster-id` hears only another cluster before
+/// it gives up.
+const STRANDED_AFTER: Duration = Duration::from_secs(20);
 
 /// Timing of the controller quorum.
 #[derive(Debug, Clone)]
@@ -49,6 +52,8 @@ pub struct Controller {
     pub pinned: Option<String>,
     /// On the leader: when each broker was last heard from.
     last_seen: Arc<std::sync::Mutex<BTreeMap<i32, tokio::time::Instant>>>,
+    /// What the Raft service has taken and refused.
+    heard: Arc<std::sync::Mutex<Heard>>,
 }
 
 /// A broker's liveness as the leader sees it.
@@ -97,7 +102,7 @@ impl Controller {
             ..Default::default()
         }
         .validate()?;
-        if let (Some(want), Some(named)) = (&pinned, sm.with_image(|i| i.cluster_id.clone())) {
+        if let (Some(want), Some(named)) = (&pinned, sm.cluster_id()) {
             if *want != named {
                 anyhow::bail!(
                     "this node's controller state (raft/ in --data-dir) belongs to cluster {named}, not to cluster {want} (--cluster-id): \
@@ -113,13 +118,29 @@ impl Controller {
                 Err(e) => tracing::info!(node = id, error = %e, "controller quorum already initialized"),
             }
         }
-        Ok(Controller { id, raft, sm, pinned, last_seen: Arc::default() })
+        Ok(Controller { id, raft, sm, pinned, last_seen: Arc::default(), heard: Arc::default() })
+    }
+
+    /// Why this node, started with `--cluster-id`, cannot join the quorum
+    /// it was pointed at (see [`Heard::stranded`]), if that is so.
+    pub fn stranded(&self) -> Option<String> {
+        let pinned = self.pinned.as_deref()?;
+        if self.sm.cluster_id().is_some() {
+            return None;
+        }
+        self.heard.lock().expect("heard lock").stranded(pinned, tokio::time::Instant::now(), STRANDED_AFTER)
     }
 
     /// The gRPC services this node answers: Raft traffic and proposals
     /// (wrap them in `RaftServer` and `ControllerServer`).
     pub fn services(&self) -> (RaftService, ControllerService) {
-        let raft = RaftService { raft: self.raft.clone(), sm: self.sm.clone(), pinned: self.pinned.clone(), last_refusal_logged: Default::default() };
+        let raft = RaftService {
+            raft: self.raft.clone(),
+            sm: self.sm.clone(),
+            pinned: self.pinned.clone(),
+            last_refusal_logged: Default::default(),
+            heard: self.heard.clone(),
+        };
         (raft, ControllerService { controller: self.clone() })
     }
 
@@ -337,6 +358,11 @@ pub async fn run_membership(shared: Arc<crate::Shared>, controller: Controller, 
     let mut refusals = 0u32;
     let mut named = false;
     loop {
+        if let Some(why) = controller.stranded() {
+            tracing::error!(node = info.id, "refused to join the cluster: {why}");
+            shared.fail(format!("refused to join the cluster: {why}"));
+            return;
+        }
         if !named {
             // The first broker to ask names the cluster; every one checks
             // its data directory against that name before it registers.

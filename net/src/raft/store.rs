@@ -13,7 +13,12 @@
 //!   once they are most of it.
 //! - `snapshot`: the last snapshot (the metadata image as of a log id),
 //!   replaced atomically when built or installed. At start the state machine
-//!   is the snapshot; openraft re-applies the committed entries after it.
+//!   is the snapshot; openraft re-applies the committed entries after it
+//!   once a leader tells it the commit index.
+//! - `cluster_id`: the cluster's name, written (atomically) once this member
+//!   has applied it, so a restarted member knows its cluster before it hears
+//!   from a leader (the snapshot may be older than the name, or absent).
+//!   Raft messages carry it (see `network.rs`).
 
 #![allow(clippy::result_large_err)] // openraft's StorageError is large; it is its API
 
@@ -39,6 +44,9 @@ type SErr = StorageError<NodeId>;
 
 /// Rewrite the log file once purged entries take this many bytes and most of it.
 const COMPACT_BYTES: u64 = 1 << 20;
+
+/// Under `raft/`: the cluster's name once this member has applied it.
+const CLUSTER_ID_FILE: &str = "cluster_id";
 
 fn io_err(e: std::io::Error) -> AnyError {
     AnyError::new(&e)
@@ -278,6 +286,8 @@ struct SmInner {
     snapshot: Option<(SnapshotMeta<NodeId, Node>, Vec<u8>)>,
     /// Bumped on every apply; readers wait on `changed`.
     version: u64,
+    /// The cluster id as `raft/cluster_id` holds it.
+    cluster_id_saved: Option<String>,
 }
 
 /// The metadata image as the applied log made it; clones share it.
@@ -292,6 +302,7 @@ pub struct StateMachine {
 impl StateMachine {
     pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> std::io::Result<StateMachine> {
         let file: Option<SnapshotFile> = read_json(&*disk, &dir.join("snapshot"))?;
+        let cluster_id_saved: Option<String> = read_json(&*disk, &dir.join(CLUSTER_ID_FILE))?;
         let inner = match file {
             Some(f) => {
                 let bytes = serde_json::to_vec(&f.image).expect("images serialize");
@@ -301,9 +312,17 @@ impl StateMachine {
                     membership: f.meta.last_membership.clone(),
                     snapshot: Some((f.meta, bytes)),
                     version: 0,
+                    cluster_id_saved,
                 }
             }
-            None => SmInner { image: Image::default(), last_applied: None, membership: StoredMembership::default(), snapshot: None, version: 0 },
+            None => SmInner {
+                image: Image::default(),
+                last_applied: None,
+                membership: StoredMembership::default(),
+                snapshot: None,
+                version: 0,
+                cluster_id_saved,
+            },
         };
         Ok(StateMachine { disk, dir: dir.to_path_buf(), inner: Arc::new(Mutex::new(inner)), changed: Arc::new(tokio::sync::Notify::new()) })
     }
@@ -316,6 +335,27 @@ impl StateMachine {
     pub fn image(&self) -> (Image, u64) {
         let inner = self.lock();
         (inner.image.clone(), inner.last_applied.map_or(0, |l| l.index))
+    }
+
+    /// The cluster this member belongs to: as its applied image names it,
+    /// or as it was saved before a restart; `None` before it was named.
+    pub fn cluster_id(&self) -> Option<String> {
+        let inner = self.lock();
+        inner.image.cluster_id.clone().or_else(|| inner.cluster_id_saved.clone())
+    }
+
+    /// Saves the image's cluster id once it has one (a failure is logged and
+    /// tried again at the next apply: the running node knows it anyway).
+    fn save_cluster_id(&self, inner: &mut SmInner) {
+        let Some(id) = inner.image.cluster_id.clone() else { return };
+        if inner.cluster_id_saved.as_ref() == Some(&id) {
+            return;
+        }
+        let bytes = serde_json::to_vec(&id).expect("strings serialize");
+        match write_atomic(&*self.disk, &self.dir.join(CLUSTER_ID_FILE), &bytes) {
+            Ok(()) => inner.cluster_id_saved = Some(id),
+            Err(e) => tracing::warn!(error = %e, "cannot save the cluster id under raft/; trying again at the next change"),
+        }
     }
 
     /// Reads the image without copying it.
@@ -381,6 +421,7 @@ impl RaftStateMachine<Cfg> for StateMachine {
                 });
             }
             inner.version += 1;
+            self.save_cluster_id(&mut inner);
         }
         self.changed.notify_waiters();
         Ok(out)
@@ -406,6 +447,7 @@ impl RaftStateMachine<Cfg> for StateMachine {
             inner.membership = meta.last_membership.clone();
             inner.snapshot = Some((meta.clone(), bytes));
             inner.version += 1;
+            self.save_cluster_id(&mut inner);
         }
         self.changed.notify_waiters();
         Ok(())

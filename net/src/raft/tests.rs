@@ -42,3 +42,25 @@ fn openraft_storage_suite_on_the_file_system() -> Result<(), StorageError<NodeId
 fn openraft_storage_suite_on_the_simulated_disk() -> Result<(), StorageError<NodeId>> {
     Suite::test_all(OnSimDisk)
 }
+
+/// A member restarted before its snapshot names the cluster still knows
+/// its cluster at once (Raft messages carry it; see `network.rs`).
+#[test]
+fn the_cluster_id_survives_a_restart_without_a_snapshot() {
+    use chronik_core::cluster::image::Command;
+    use openraft::storage::RaftStateMachine;
+    use openraft::{Entry, EntryPayload};
+    let disk: Arc<dyn Disk> = Arc::new(SimDisk::new(2));
+    let _log = LogStore::open(disk.clone(), "raft".as_ref()).expect("log opens (and makes raft/)");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut sm = StateMachine::open(disk.clone(), "raft".as_ref()).expect("opens");
+        assert_eq!(sm.cluster_id(), None);
+        let named = Entry::<Cfg> { log_id: openraft::testing::log_id(1, 1, 1), payload: EntryPayload::Normal(Command::InitCluster { cluster_id: "alpha".into() }) };
+        sm.apply([named]).await.expect("applies");
+        assert_eq!(sm.cluster_id().as_deref(), Some("alpha"));
+    });
+    let sm = StateMachine::open(disk, "raft".as_ref()).expect("opens again");
+    assert_eq!(sm.with_image(|i| i.cluster_id.clone()), None, "no snapshot: the image starts empty");
+    assert_eq!(sm.cluster_id().as_deref(), Some("alpha"));
+}
