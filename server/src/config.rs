@@ -308,9 +308,15 @@ impl Config {
             }
         };
         if let Some(c) = &cluster {
+            let members = c.voters.len() as i32;
             if s.offsets_topic_replication_factor.is_none() {
                 // A smaller cluster than Kafka's default would never create it.
-                broker.group.offsets_topic_replication_factor = broker.group.offsets_topic_replication_factor.min(c.voters.len() as i32);
+                broker.group.offsets_topic_replication_factor = broker.group.offsets_topic_replication_factor.min(members);
+            } else if broker.group.offsets_topic_replication_factor > members {
+                bail!(
+                    "offsets-topic-replication-factor {} is more than the {members} members of --controllers: consumer groups would wait for ever",
+                    broker.group.offsets_topic_replication_factor
+                );
             }
         }
         Ok(Config { data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")), kafka_listen, http_listen, rpc_listen, search_refresh_ms, cluster, broker })
@@ -395,8 +401,8 @@ fn group_config(s: &Settings) -> anyhow::Result<GroupConfig> {
     if g.offsets_cleanup_bytes < 1024 {
         bail!("offsets-cleanup-bytes must be at least 1024, not {}", g.offsets_cleanup_bytes);
     }
-    if g.offsets_topic_replication_factor < 1 {
-        bail!("offsets-topic-replication-factor must be at least 1, not {}", g.offsets_topic_replication_factor);
+    if !(1..=i16::MAX as i32).contains(&g.offsets_topic_replication_factor) {
+        bail!("offsets-topic-replication-factor must be between 1 and {}, not {}", i16::MAX, g.offsets_topic_replication_factor);
     }
     if !(1..=1000).contains(&g.offsets_topic_partitions) {
         bail!("offsets-topic-num-partitions must be between 1 and 1000, not {}", g.offsets_topic_partitions);
@@ -451,5 +457,9 @@ mod tests {
         assert!(err(Settings { cluster_id: Some("x".into()), ..Default::default() }).contains("needs --controllers"));
         let two = Config::from_settings(node(1, "127.0.0.1:9101", "1@127.0.0.1:9101,2@127.0.0.1:9102")).unwrap();
         assert_eq!(two.broker.group.offsets_topic_replication_factor, 2, "at most the cluster's size");
+        let rf = |n: i32| Settings { offsets_topic_replication_factor: Some(n), ..node(2, "127.0.0.1:9102", list) };
+        assert_eq!(Config::from_settings(rf(2)).unwrap().broker.group.offsets_topic_replication_factor, 2);
+        assert!(err(rf(4)).contains("more than the 3 members"));
+        assert!(err(rf(65537)).contains("between 1 and 32767"));
     }
 }

@@ -298,8 +298,9 @@ def offsets_partition(group, partitions=50):
 def test_committed_offsets_survive_kill9_of_the_group_coordinator(cluster_factory):
     """The coordinator of a group is the leader of its __consumer_offsets
     partition; killing it moves the group to the new leader with every
-    committed offset, twice over (the second time to a broker that was
-    itself killed and caught up)."""
+    committed offset, twice over (the second time with the first killed
+    coordinator restarted and back in the ISR, so either it or the third
+    broker may take over)."""
     nodes = start_cluster(cluster_factory)
     by_id = {n.node_id: n for n in nodes}
     create_topic(nodes, "co", 1)
