@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chronik_core::broker::ops::{Refusal, TopicInfo};
-use chronik_core::search::service::{SearchError, SearchService, SimpleSearch};
+use chronik_core::search::service::SimpleSearch;
 use chronik_proto::grpc::admin_server::{Admin, AdminServer};
 use chronik_proto::grpc::*;
 use chronik_proto::ResponseError;
@@ -20,17 +20,18 @@ use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, Increme
 use kafka_protocol::protocol::StrBytes;
 use tonic::{Request, Response, Status};
 
+use crate::search::{hit_message, search_status, Searcher};
 use crate::Shared;
 
 pub struct AdminService {
     shared: Arc<Shared>,
-    search: Option<Arc<SearchService>>,
+    search: Option<Arc<Searcher>>,
 }
 
 impl AdminService {
     /// `search` answers `Search`; without it (no search indexes) the call is
     /// `UNAVAILABLE`.
-    pub fn new(shared: Arc<Shared>, search: Option<Arc<SearchService>>) -> AdminService {
+    pub fn new(shared: Arc<Shared>, search: Option<Arc<Searcher>>) -> AdminService {
         AdminService { shared, search }
     }
 }
@@ -46,15 +47,6 @@ fn status((error, message): Refusal) -> Status {
             Status::invalid_argument(message)
         }
         _ => Status::failed_precondition(message),
-    }
-}
-
-fn search_status(e: SearchError) -> Status {
-    match e {
-        SearchError::NoTopic(t) => Status::not_found(format!("topic '{t}' does not exist")),
-        e @ SearchError::NotEnabled(_) => Status::failed_precondition(e.es_error().2),
-        SearchError::Bad(q) => Status::invalid_argument(format!("{}: {}", q.kind, q.reason)),
-        SearchError::Unavailable(why) => Status::unavailable(why),
     }
 }
 
@@ -85,20 +77,6 @@ fn topic_description(t: TopicInfo) -> TopicDescription {
 
 fn sorted(map: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
     map.into_iter().collect()
-}
-
-/// Runs a search where it may block for a moment: a blocking-pool thread in
-/// production; inline in the simulation (no OS threads there, and the
-/// simulator's indexes are in memory).
-async fn run_search<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
-    #[cfg(not(madsim))]
-    {
-        tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("search task failed: {e}")))
-    }
-    #[cfg(madsim)]
-    {
-        Ok(f())
-    }
 }
 
 /// A Kafka answer's error as a refusal, `None` for success.
@@ -275,12 +253,12 @@ impl Admin for AdminService {
     }
 
     async fn rebuild_search_index(&self, request: Request<RebuildSearchIndexRequest>) -> Result<Response<RebuildSearchIndexResponse>, Status> {
-        let topic = request.into_inner().topic;
+        let r = request.into_inner();
         let Some(search) = &self.search else {
             return Err(Status::unavailable("this broker runs no search indexer"));
         };
-        search.rebuild(&topic).map_err(search_status)?;
-        Ok(Response::new(RebuildSearchIndexResponse {}))
+        let brokers = search.rebuild(&r.topic, r.local_only).await.map_err(search_status)?;
+        Ok(Response::new(RebuildSearchIndexResponse { brokers }))
     }
 
     async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
@@ -301,23 +279,16 @@ impl Admin for AdminService {
             partitions: (!r.partitions.is_empty()).then_some(r.partitions),
         };
         let req = simple.request().map_err(|e| Status::invalid_argument(format!("{}: {}", e.kind, e.reason)))?;
-        let topic = r.topic;
-        let answer = run_search(move || search.search(&topic, &req)).await?;
-        let answer = answer.map_err(search_status)?;
-        let hits = answer
-            .hits
-            .into_iter()
-            .map(|h| SearchHit {
-                partition: h.doc.partition,
-                offset: h.doc.offset,
-                timestamp: h.doc.timestamp,
-                key: h.doc.key,
-                value: h.doc.value,
-                headers: h.doc.headers.into_iter().map(|(key, value)| RecordHeader { key, value }).collect(),
-                score: h.score,
-            })
-            .collect();
-        Ok(Response::new(SearchResponse { total: answer.total, hits, took_ms: started.elapsed().as_millis() as u64 }))
+        let answer = search.search(&r.topic, req).await.map_err(search_status)?;
+        let hits = answer.hits.iter().map(hit_message).collect();
+        let failures = answer.failures.iter().map(|f| PartitionFailure { partition: f.partition, node: f.node, reason: f.reason.clone() }).collect();
+        Ok(Response::new(SearchResponse {
+            total: answer.total,
+            hits,
+            took_ms: started.elapsed().as_millis() as u64,
+            partitions: answer.partitions as u32,
+            failures,
+        }))
     }
 }
 
@@ -344,7 +315,13 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<RpcListener> {
 
 /// Serves the admin service (and, on a controller, the Raft and
 /// controller services) until the broker stops.
-pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Arc<SearchService>>, controller: Option<crate::raft::node::Controller>) {
+pub async fn serve(
+    listener: RpcListener,
+    shared: Arc<Shared>,
+    search: Option<Arc<Searcher>>,
+    live: Option<Arc<chronik_core::search::live::Live>>,
+    controller: Option<crate::raft::node::Controller>,
+) {
     let (raft, proposals) = match &controller {
         Some(c) => {
             let (r, p) = c.services();
@@ -362,13 +339,26 @@ pub async fn serve(listener: RpcListener, shared: Arc<Shared>, search: Option<Ar
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit)
     });
+    // Other brokers' parts of cluster-wide searches and live subscriptions.
+    let shards = match (&controller, &search, live) {
+        (Some(_), Some(search), Some(live)) => {
+            let limit = crate::search::MAX_MESSAGE_BYTES;
+            Some(
+                chronik_proto::grpc::shards_server::ShardsServer::new(crate::search::ShardService::new(shared.clone(), search.service().clone(), live))
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+            )
+        }
+        _ => None,
+    };
     let service = AdminServer::new(AdminService::new(shared.clone(), search));
     let stop = async move { shared.stopped().await };
     let server = tonic::transport::Server::builder()
         .add_service(service)
         .add_optional_service(raft)
         .add_optional_service(proposals)
-        .add_optional_service(replicas);
+        .add_optional_service(replicas)
+        .add_optional_service(shards);
     #[cfg(not(madsim))]
     let served = server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener.listener), stop).await;
     #[cfg(madsim)]

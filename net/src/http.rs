@@ -4,7 +4,7 @@
 //! subscriptions as server-sent events. Every error is an Elasticsearch-style
 //! body with a 400 or 404, never a 500 for bad input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,9 +18,11 @@ use axum::routing::get;
 use axum::Router;
 use chronik_core::search::live::Live;
 use chronik_core::search::query::{parse_es_query, parse_query_string, parse_sort, QueryError};
-use chronik_core::search::service::{Hit, SearchError, SearchRequest, SearchResponse, SearchService, SimpleSearch, DEFAULT_SIZE, MAX_RESULT_WINDOW};
+use chronik_core::search::service::{Hit, PartitionFailure, SearchError, SearchRequest, SearchResponse, SimpleSearch, DEFAULT_SIZE, MAX_RESULT_WINDOW};
 use chronik_core::search::{FieldRef, Query, SortField, SortKey, SortOrder};
 use serde_json::{json, Value};
+
+use crate::search::RemoteEvent;
 
 
 /// Events a live subscriber may have unread before it is dropped.
@@ -28,7 +30,8 @@ pub const LIVE_BUFFER: usize = 10_000;
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub search: Arc<SearchService>,
+    /// Searches every partition of a topic, wherever in the cluster it is.
+    pub search: Arc<crate::search::Searcher>,
     pub live: Arc<Live>,
     pub broker: Arc<chronik_core::broker::Broker>,
 }
@@ -133,19 +136,33 @@ async fn info(State(s): State<HttpState>) -> Response {
     }))
 }
 
-/// Runs a search off the async workers (the index may block for a moment).
+/// Runs a search over every partition of the topic (in a cluster, on the
+/// brokers that hold them), off the async workers.
 async fn run(s: &HttpState, topic: String, req: SearchRequest) -> Result<SearchResponse, SearchError> {
-    let search = s.search.clone();
-    tokio::task::spawn_blocking(move || search.search(&topic, &req))
-        .await
-        .unwrap_or_else(|e| Err(SearchError::Unavailable(format!("search task failed: {e}"))))
+    s.search.search(&topic, req).await
+}
+
+/// Elasticsearch's `_shards`: a topic's partitions are its shards.
+fn shards_json(topic: &str, r: &SearchResponse) -> Value {
+    let mut v = json!({ "total": r.partitions, "successful": r.partitions - r.failures.len(), "skipped": 0, "failed": r.failures.len() });
+    if !r.failures.is_empty() {
+        v["failures"] = Value::Array(r.failures.iter().map(|f| failure_json(topic, f)).collect());
+    }
+    v
+}
+
+fn failure_json(topic: &str, f: &PartitionFailure) -> Value {
+    json!({ "shard": f.partition, "index": topic, "node": f.node.to_string(), "reason": { "type": "unavailable_shards_exception", "reason": f.reason } })
 }
 
 // ---- POST /topics/{topic}/search/_rebuild ----------------------------------------------
 
-async fn rebuild(State(s): State<HttpState>, Path(topic): Path<String>) -> Response {
-    match s.search.rebuild(&topic) {
-        Ok(()) => es_json(StatusCode::ACCEPTED, json!({ "acknowledged": true, "topic": topic })),
+/// In a cluster, every live broker rebuilds the indexes of the replicas it
+/// holds (`?local_only=true`: this broker alone).
+async fn rebuild(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(p): UrlQuery<HashMap<String, String>>) -> Response {
+    let local_only = p.get("local_only").is_some_and(|v| v == "true");
+    match s.search.rebuild(&topic, local_only).await {
+        Ok(brokers) => es_json(StatusCode::ACCEPTED, json!({ "acknowledged": true, "topic": topic, "brokers": brokers })),
         Err(e) => search_error(e),
     }
 }
@@ -203,6 +220,10 @@ async fn simple_search(State(s): State<HttpState>, Path(topic): Path<String>, Ur
             "took_ms": started.elapsed().as_millis() as u64,
             "total": r.total,
             "hits": r.hits.iter().map(|h| hit_json(&topic, h)).collect::<Vec<_>>(),
+            "partitions": {
+                "total": r.partitions,
+                "failed": r.failures.iter().map(|f| json!({ "partition": f.partition, "node": f.node, "reason": f.reason })).collect::<Vec<_>>(),
+            },
         })),
         Err(e) => search_error(e),
     }
@@ -297,23 +318,19 @@ fn es_hit(topic: &str, h: &Hit, sorted: bool) -> Value {
     hit
 }
 
-fn es_response(topic: &str, req: &SearchRequest, r: &SearchResponse, took_ms: u64, shards: usize) -> Value {
+fn es_response(topic: &str, req: &SearchRequest, r: &SearchResponse, took_ms: u64) -> Value {
     let sorted_by_score = matches!(req.sort.first(), Some(SortField::Score(_)));
     let max_score = if sorted_by_score { r.hits.iter().map(|h| h.score).fold(None, |m: Option<f32>, s| Some(m.map_or(s, |m| m.max(s)))) } else { None };
     json!({
         "took": took_ms,
         "timed_out": false,
-        "_shards": { "total": shards, "successful": shards, "skipped": 0, "failed": 0 },
+        "_shards": shards_json(topic, r),
         "hits": {
             "total": { "value": r.total, "relation": "eq" },
             "max_score": max_score,
             "hits": r.hits.iter().map(|h| es_hit(topic, h, !sorted_by_score)).collect::<Vec<_>>(),
         },
     })
-}
-
-fn shards(s: &HttpState, topic: &str) -> usize {
-    s.broker.topic(topic).map_or(0, |t| t.partitions.len())
 }
 
 async fn es_search(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(p): UrlQuery<HashMap<String, String>>, body: Bytes) -> Response {
@@ -323,7 +340,7 @@ async fn es_search(State(s): State<HttpState>, Path(topic): Path<String>, UrlQue
         Err(e) => return bad(e),
     };
     match run(&s, topic.clone(), req.clone()).await {
-        Ok(r) => es_json(StatusCode::OK, es_response(&topic, &req, &r, started.elapsed().as_millis() as u64, shards(&s, &topic))),
+        Ok(r) => es_json(StatusCode::OK, es_response(&topic, &req, &r, started.elapsed().as_millis() as u64)),
         Err(e) => search_error(e),
     }
 }
@@ -343,10 +360,7 @@ async fn es_count(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuer
     };
     let req = SearchRequest { query, from: 0, size: 0, sort: vec![SortField::Offset(SortOrder::Asc)], search_after: None, partitions: None };
     match run(&s, topic.clone(), req).await {
-        Ok(r) => {
-            let n = shards(&s, &topic);
-            es_json(StatusCode::OK, json!({ "count": r.total, "_shards": { "total": n, "successful": n, "skipped": 0, "failed": 0 } }))
-        }
+        Ok(r) => es_json(StatusCode::OK, json!({ "count": r.total, "_shards": shards_json(&topic, &r) })),
         Err(e) => search_error(e),
     }
 }
@@ -374,7 +388,7 @@ async fn msearch(s: HttpState, default_topic: Option<String>, body: Bytes) -> Re
                     Err(e) => json!({ "error": { "type": e.kind, "reason": e.reason }, "status": 400 }),
                     Ok(req) => match run(&s, topic.clone(), req.clone()).await {
                         Ok(r) => {
-                            let mut v = es_response(&topic, &req, &r, one_started.elapsed().as_millis() as u64, shards(&s, &topic));
+                            let mut v = es_response(&topic, &req, &r, one_started.elapsed().as_millis() as u64);
                             v["status"] = json!(200);
                             v
                         }
@@ -404,28 +418,56 @@ async fn msearch_topic(State(s): State<HttpState>, Path(topic): Path<String>, bo
 /// `GET /topics/{topic}/search/stream?q=...`: server-sent events, one `hit`
 /// event per record that matches and was produced after the subscription
 /// started (offsets at or past each partition's log end at that moment).
-/// The first event, `subscribed`, says where it starts.
+/// The first event, `subscribed`, says where each partition starts. In a
+/// cluster, the partitions this broker does not hold in sync are followed
+/// through streams from brokers that do: a `partial` event next names any
+/// no broker could be asked for (the others are followed), and if a stream
+/// breaks later, an `error` event names its partitions and the stream
+/// ends, so the subscriber knows it may have missed records and subscribes
+/// again.
 async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(p): UrlQuery<HashMap<String, String>>) -> Response {
     let query = match parse_query_string(p.get("q").map(String::as_str).unwrap_or("*"), &FieldRef::Any, false) {
         Ok(q) => q,
         Err(e) => return bad(e),
     };
-    if let Err(e) = s.search.check_topic(&topic) {
+    if let Err(e) = s.search.service().check_topic(&topic) {
         return search_error(e);
     }
     let Some(t) = s.broker.topic(&topic) else { return search_error(SearchError::NoTopic(topic)) };
-    let starts: Vec<i64> = t.partitions.iter().map(|p| p.log_end_offset().unwrap_or(0)).collect();
+    // The partitions followed here: all of them, or in a cluster those held here in sync.
+    let me = s.broker.config().node_id;
+    let here: Vec<i32> = match s.search.service().routes(&topic, None) {
+        None => t.partitions.iter().map(|p| p.index).collect(),
+        Some((_, routes)) => routes.into_iter().filter(|(_, b)| b.first() == Some(&me)).map(|(p, _)| p).collect(),
+    };
+    let mut starts: BTreeMap<i32, i64> = here.iter().map(|p| (*p, t.partition(*p).and_then(|p| p.log_end_offset()).unwrap_or(0))).collect();
     // Bounded: a subscriber that stops reading is dropped, not buffered without end.
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(LIVE_BUFFER);
-    let start_event = json!({ "topic": topic, "from": starts.iter().enumerate().map(|(i, o)| (i.to_string(), json!(o))).collect::<serde_json::Map<_, _>>() });
+    let (remote_tx, mut remote_rx) = tokio::sync::mpsc::channel::<RemoteEvent>(LIVE_BUFFER);
+    let (remote_starts, failures) = match s.search.subscribe_remote(&topic, &query, remote_tx).await {
+        Ok(r) => r,
+        Err(e) => return search_error(e),
+    };
+    starts.extend(remote_starts);
+    let start_event = json!({ "topic": topic, "from": starts.iter().map(|(p, o)| (p.to_string(), json!(o))).collect::<serde_json::Map<_, _>>() });
     let _ = tx.try_send(json!({ "_event": "subscribed", "data": start_event }));
+    if !failures.is_empty() {
+        // The others are followed all the same, as a search answers with
+        // the partitions it reached.
+        let _ = tx.try_send(json!({ "_event": "partial", "data": {
+            "reason": "some partitions cannot be followed",
+            "failed": failures.iter().map(|f| json!({ "partition": f.partition, "node": f.node, "reason": f.reason })).collect::<Vec<_>>(),
+        }}));
+    }
     let sink_topic = topic.clone();
     let sink_tx = tx.clone();
+    let local_starts = starts.clone();
     let id = s.live.subscribe(
         &topic,
         query,
         Box::new(move |doc| {
-            if doc.offset < starts.get(doc.partition as usize).copied().unwrap_or(0) {
+            // Only the partitions followed here, from where they started.
+            if local_starts.get(&doc.partition).is_none_or(|s| doc.offset < *s) || !here.contains(&doc.partition) {
                 return true;
             }
             match sink_tx.try_send(doc.to_json(&sink_topic)) {
@@ -438,24 +480,63 @@ async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(
             }
         }),
     );
-    drop(tx);
     let Some(id) = id else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "node_closed_exception", "the broker is shutting down");
     };
-    struct Unsubscribe(Arc<Live>, u64);
-    impl Drop for Unsubscribe {
-        fn drop(&mut self) {
-            self.0.unsubscribe(self.1);
+    // Records from other brokers join the same stream.
+    let remote_topic = topic.clone();
+    tokio::spawn(async move {
+        while let Some(event) = remote_rx.recv().await {
+            let v = match event {
+                RemoteEvent::Hit(doc) => doc.to_json(&remote_topic),
+                RemoteEvent::Lost { node, partitions, reason } => json!({ "_event": "error", "data": {
+                    "reason": format!("broker {node} stopped streaming partitions {partitions:?}: {reason}"),
+                    "failed": partitions.iter().map(|p| json!({ "partition": p, "node": node, "reason": reason })).collect::<Vec<_>>(),
+                }}),
+            };
+            if tx.send(v).await.is_err() {
+                return;
+            }
         }
-    }
-    let guard = Unsubscribe(s.live.clone(), id);
-    let events = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), move |v| {
-        let _keep = &guard;
-        let ev = match v.get("_event").and_then(Value::as_str) {
-            Some(name) => Event::default().event(name).data(v["data"].to_string()),
-            None => Event::default().event("hit").data(v.to_string()),
-        };
-        Ok::<Event, Infallible>(ev)
     });
+    let events = LiveEvents { rx, ended: false, _unsubscribe: Unsubscribe(s.live.clone(), id) };
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Ends a live subscription when its HTTP stream goes.
+struct Unsubscribe(Arc<Live>, u64);
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        self.0.unsubscribe(self.1);
+    }
+}
+
+/// A live subscription's events as server-sent events; the stream ends
+/// after an `error` event.
+struct LiveEvents {
+    rx: tokio::sync::mpsc::Receiver<Value>,
+    ended: bool,
+    _unsubscribe: Unsubscribe,
+}
+
+impl tokio_stream::Stream for LiveEvents {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        if self.ended {
+            return std::task::Poll::Ready(None);
+        }
+        self.rx.poll_recv(cx).map(|v| {
+            v.map(|v| {
+                Ok(match v.get("_event").and_then(Value::as_str) {
+                    Some(name) => {
+                        self.ended = name == "error";
+                        Event::default().event(name).data(v["data"].to_string())
+                    }
+                    None => Event::default().event("hit").data(v.to_string()),
+                })
+            })
+        })
+    }
 }

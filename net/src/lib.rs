@@ -14,7 +14,7 @@ pub mod grpc;
 pub mod cluster_admin;
 pub mod raft;
 pub mod replication;
-
+pub mod search;
 #[cfg(not(madsim))]
 pub mod http;
 

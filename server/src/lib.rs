@@ -91,10 +91,12 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
     // Search: the simulator injects in-memory indexes driven from a task;
     // production runs tantivy on a thread of its own.
     let mut search_service = None;
+    let mut search_live = None;
     let task_indexer = deps.search.map(|backend| {
         let indexes = Arc::new(chronik_core::search::SearchIndexes::new(backend));
         let live = Arc::new(chronik_core::search::live::Live::default());
         search_service = Some(Arc::new(chronik_core::search::service::SearchService::new(shared.broker.clone(), indexes.clone())));
+        search_live = Some(live.clone());
         chronik_core::search::indexer::Indexer::new(shared.broker.clone(), indexes, live, config.search_refresh_ms as i64)
     });
     let mut tasks = Vec::new();
@@ -104,13 +106,16 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
         None => {
             let running = search::start(&config, shared.clone())?;
             search_service = Some(running.service.clone());
+            search_live = Some(running.live.clone());
             Some(running)
         }
     };
+    // Searches cover every partition of a topic, in a cluster wherever it is held.
+    let searcher = search_service.clone().map(|s| Arc::new(chronik_net::search::Searcher::new(shared.clone(), s)));
     #[cfg(not(madsim))]
-    let http_addr = match (config.http_listen, &search) {
-        (Some(addr), Some(search)) => {
-            let (bound, task) = search::serve_http(shared.clone(), search, addr).await?;
+    let http_addr = match (config.http_listen, &search, &searcher) {
+        (Some(addr), Some(search), Some(searcher)) => {
+            let (bound, task) = search::serve_http(shared.clone(), search, searcher.clone(), addr).await?;
             tasks.push(task);
             Some(bound)
         }
@@ -141,7 +146,7 @@ pub async fn start(config: Config, deps: Deps) -> anyhow::Result<Running> {
                 format!("cannot listen on {addr} for the gRPC admin service (set --rpc-listen to another address, or \"off\")")
             })?;
             let bound = listener.addr;
-            tasks.push(tokio::spawn(chronik_net::grpc::serve(listener, shared.clone(), search_service.clone(), controller.clone())));
+            tasks.push(tokio::spawn(chronik_net::grpc::serve(listener, shared.clone(), searcher.clone(), search_live.clone(), controller.clone())));
             Some(bound)
         }
         None => None,

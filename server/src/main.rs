@@ -116,7 +116,8 @@ async fn wait_for_signal() {
     }
 }
 
-/// `chronik search`: one GET to the search API.
+/// `chronik rebuild-index`: one POST to the search API (in a cluster, every
+/// live broker rebuilds the indexes it holds).
 fn rebuild_index(url: &str, topic: &str) -> anyhow::Result<()> {
     // Topic names are [a-zA-Z0-9._-]: safe in a path as they are.
     let target = format!("{}/topics/{topic}/search/_rebuild", url.trim_end_matches('/'));
@@ -127,7 +128,8 @@ fn rebuild_index(url: &str, topic: &str) -> anyhow::Result<()> {
     if !status.is_success() {
         anyhow::bail!("{} ({})", body["error"]["reason"].as_str().unwrap_or("unknown error"), status.as_u16());
     }
-    println!("rebuilding the search index of {topic} from its log");
+    let brokers: Vec<String> = body["brokers"].as_array().map(|b| b.iter().map(|id| id.to_string()).collect()).unwrap_or_default();
+    println!("rebuilding the search index of {topic} from its log (on broker {})", brokers.join(", "));
     Ok(())
 }
 

@@ -610,6 +610,7 @@ pub fn start(config: &crate::Config, shared: Arc<chronik_net::Shared>) -> anyhow
 pub async fn serve_http(
     shared: Arc<chronik_net::Shared>,
     search: &Running,
+    searcher: Arc<chronik_net::search::Searcher>,
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     use anyhow::Context;
@@ -617,7 +618,7 @@ pub async fn serve_http(
         .await
         .with_context(|| format!("cannot listen on {addr} for the search HTTP API (set --http-listen to another address, or \"off\")"))?;
     let bound = listener.local_addr()?;
-    let state = chronik_net::http::HttpState { search: search.service.clone(), live: search.live.clone(), broker: shared.broker.clone() };
+    let state = chronik_net::http::HttpState { search: searcher, live: search.live.clone(), broker: shared.broker.clone() };
     let http = tokio::spawn(chronik_net::http::serve_http(listener, state, async move { shared.stopped().await }));
     Ok((bound, http))
 }

@@ -5,13 +5,14 @@
 
 use std::ops::Bound;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tantivy_query_grammar::{Delimiter, Occur, UserInputAst, UserInputBound, UserInputLeaf};
 
 use super::{tokenize, tokenize_with_positions, Doc, Leaf};
 
 /// A field a query can name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FieldRef {
     /// The key or the value (a query without a field).
     Any,
@@ -58,8 +59,10 @@ impl FieldRef {
     }
 }
 
-/// A query on one partition's documents.
-#[derive(Debug, Clone, PartialEq)]
+/// A query on one partition's documents. (Serialized as JSON between
+/// brokers: a search that spans a cluster asks each broker for its
+/// partitions.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Query {
     All,
     Nothing,
@@ -216,14 +219,14 @@ fn term_matches(doc: &Doc, field: &FieldRef, value: &str) -> bool {
 
 // ---- sorting ------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SortOrder {
     Asc,
     Desc,
 }
 
 /// What hits are ordered by. Ties are broken by partition, then offset (ascending).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SortField {
     Score(SortOrder),
     Timestamp(SortOrder),
@@ -232,7 +235,7 @@ pub enum SortField {
 
 /// A hit's position in the sort order, for `search_after`: the value of each
 /// sort field, then partition and offset.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SortKey {
     pub values: Vec<f64>,
     pub partition: i32,

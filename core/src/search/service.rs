@@ -2,12 +2,14 @@
 //! matches, merges them in sort order, and reads every hit's record back from
 //! the log, so a hit is always a real record.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::indexer::{decode_docs, search_enabled};
 use super::query::QueryError;
 use super::{index_name, Doc, Query, SearchIndexes, SortField, SortKey};
 use crate::broker::Broker;
+use crate::cluster::image::TopicState;
 
 /// The most hits one search can reach (`from + size`), as Elasticsearch's
 /// default `index.max_result_window`; a larger `size` is capped to it.
@@ -62,7 +64,7 @@ impl SimpleSearch {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SearchRequest {
     pub query: Query,
     pub from: usize,
@@ -80,10 +82,72 @@ pub struct Hit {
     pub sort: SortKey,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SearchResponse {
     pub total: u64,
     pub hits: Vec<Hit>,
+    /// How many partitions the search covered (answered or failed).
+    pub partitions: usize,
+    /// The partitions that could not answer (a search across a cluster
+    /// answers with the others, as Elasticsearch does with its shards).
+    pub failures: Vec<PartitionFailure>,
+}
+
+/// A partition a search could not cover, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionFailure {
+    pub partition: i32,
+    /// The broker that was asked (-1: none could be).
+    pub node: i32,
+    pub reason: String,
+}
+
+impl SearchRequest {
+    /// The sort order in force (relevance when none is given).
+    pub fn sort_order(&self) -> Vec<SortField> {
+        if self.sort.is_empty() {
+            vec![SortField::Score(super::SortOrder::Desc)]
+        } else {
+            self.sort.clone()
+        }
+    }
+
+    /// Refuses a page beyond [`MAX_RESULT_WINDOW`], as Elasticsearch does.
+    pub fn check_window(&self) -> Result<(), SearchError> {
+        if self.from >= MAX_RESULT_WINDOW {
+            return Err(SearchError::Bad(QueryError {
+                kind: "illegal_argument_exception",
+                reason: format!("Result window is too large, from + size must be less than or equal to: [{MAX_RESULT_WINDOW}] but was [{}]", self.from.saturating_add(self.size)),
+            }));
+        }
+        Ok(())
+    }
+
+    /// The request to send to each part of a search that spans brokers:
+    /// the whole window (`from + size`) from its start, since any of a
+    /// part's best hits may be on the page once the parts are merged.
+    pub fn for_part(&self, partitions: Vec<i32>) -> SearchRequest {
+        let window = self.from.saturating_add(self.size).min(MAX_RESULT_WINDOW);
+        SearchRequest { from: 0, size: window, partitions: Some(partitions), ..self.clone() }
+    }
+}
+
+/// Merges the answers of a search's parts (each asked with
+/// [`SearchRequest::for_part`]) into the page `req` asks for: every hit in
+/// sort order (ties by partition, then offset), `from` skipped, `size` kept.
+pub fn merge(req: &SearchRequest, parts: Vec<SearchResponse>) -> SearchResponse {
+    let sort = req.sort_order();
+    let mut out = SearchResponse::default();
+    for p in parts {
+        out.total += p.total;
+        out.partitions += p.partitions;
+        out.hits.extend(p.hits);
+        out.failures.extend(p.failures);
+    }
+    out.hits.sort_by(|a, b| SortKey::cmp(&sort, &a.sort, &b.sort));
+    out.hits = std::mem::take(&mut out.hits).into_iter().skip(req.from).take(req.size).collect();
+    out.failures.sort_by_key(|f| f.partition);
+    out
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -149,16 +213,12 @@ impl SearchService {
     pub fn search(&self, topic: &str, req: &SearchRequest) -> Result<SearchResponse, SearchError> {
         self.check_topic(topic)?;
         let t = self.broker.topic(topic).ok_or_else(|| SearchError::NoTopic(topic.to_string()))?;
-        if req.from >= MAX_RESULT_WINDOW {
-            return Err(SearchError::Bad(QueryError {
-                kind: "illegal_argument_exception",
-                reason: format!("Result window is too large, from + size must be less than or equal to: [{MAX_RESULT_WINDOW}] but was [{}]", req.from.saturating_add(req.size)),
-            }));
-        }
+        req.check_window()?;
         let size = req.size.min(MAX_RESULT_WINDOW - req.from);
         let window = req.from + size;
-        let sort = if req.sort.is_empty() { vec![SortField::Score(super::SortOrder::Desc)] } else { req.sort.clone() };
+        let sort = req.sort_order();
         let mut total = 0;
+        let mut searched = 0;
         let mut keyed = Vec::new();
         for p in &t.partitions {
             if req.partitions.as_ref().is_some_and(|ps| !ps.contains(&p.index)) {
@@ -177,6 +237,7 @@ impl SearchService {
             };
             let answer = index.search(&query, window, &sort, after).map_err(SearchError::Unavailable)?;
             total += answer.total;
+            searched += 1;
             for h in answer.hits {
                 keyed.push((SortKey::of(&sort, p.index, h.offset, h.timestamp, h.score), h.score, p.clone(), h.doc));
             }
@@ -199,7 +260,24 @@ impl SearchService {
             };
             hits.push(Hit { doc, score, sort: key });
         }
-        Ok(SearchResponse { total, hits })
+        Ok(SearchResponse { total, hits, partitions: searched, failures: Vec::new() })
+    }
+
+    /// In a cluster, where each partition of `topic` may be searched: the
+    /// brokers that hold it in sync, best first — this broker when it holds
+    /// the partition in sync (no network hop; its index follows its high
+    /// watermark), then the leader (the freshest index), then the other
+    /// in-sync replicas. `None` for a topic this broker serves alone (no
+    /// cluster, or a local topic): every partition is searched here. Only
+    /// `wanted` partitions, when given (unknown ones are skipped, as the
+    /// local search skips them).
+    pub fn routes(&self, topic: &str, wanted: Option<&[i32]>) -> Option<(uuid::Uuid, BTreeMap<i32, Vec<i32>>)> {
+        let local = self.broker.topic(topic)?;
+        let view = self.broker.cluster_view()?;
+        let state = view.topics.get(topic).filter(|t| t.id == local.record.id)?;
+        let me = self.broker.config().node_id;
+        let held = |p: i32| local.partition(p).is_some_and(|p| p.log_end_offset().is_some());
+        Some((state.id, routes_of(state, me, held, wanted)))
     }
 
     /// How many records of `topic` match.
@@ -209,9 +287,64 @@ impl SearchService {
     }
 }
 
+/// See [`SearchService::routes`].
+pub fn routes_of(state: &TopicState, me: i32, held: impl Fn(i32) -> bool, wanted: Option<&[i32]>) -> BTreeMap<i32, Vec<i32>> {
+    let mut out = BTreeMap::new();
+    for (index, ps) in state.partitions.iter().enumerate() {
+        let index = index as i32;
+        if wanted.is_some_and(|w| !w.contains(&index)) {
+            continue;
+        }
+        let mut brokers = Vec::new();
+        if ps.isr.contains(&me) && held(index) {
+            brokers.push(me);
+        }
+        if ps.leader >= 0 && !brokers.contains(&ps.leader) && (ps.leader != me || held(index)) {
+            brokers.push(ps.leader);
+        }
+        let mut others: Vec<i32> = ps.isr.iter().copied().filter(|b| *b != me && !brokers.contains(b)).collect();
+        others.sort_unstable();
+        brokers.extend(others);
+        out.insert(index, brokers);
+    }
+    out
+}
+
 /// The record at `offset` of a partition, if the log still has it.
 pub fn read_record(p: &crate::broker::Partition, offset: i64) -> Result<Option<Doc>, String> {
     let (bytes, _, _) = p.read_committed(offset, 1)?;
     let (docs, _) = decode_docs(&bytes, p.index, offset)?;
     Ok(docs.into_iter().find(|d| d.offset == offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::image::PartitionState;
+
+    fn state(partitions: Vec<(Vec<i32>, i32)>) -> TopicState {
+        TopicState {
+            id: uuid::Uuid::from_u128(1),
+            created_index: 1,
+            configs: BTreeMap::new(),
+            partitions: partitions
+                .into_iter()
+                .map(|(isr, leader)| PartitionState { replicas: vec![1, 2, 3], isr, leader, leader_epoch: 1, partition_epoch: 1 })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_partition_is_searched_here_when_held_in_sync_else_at_its_leader_then_the_isr() {
+        let t = state(vec![(vec![1, 2, 3], 2), (vec![2, 3], 3), (vec![1], -1), (vec![3], -1), (vec![1, 3], 1)]);
+        let held = |p: i32| p != 4; // partition 4's log is offline here
+        let routes = routes_of(&t, 1, held, None);
+        assert_eq!(routes[&0], vec![1, 2, 3], "here first, then the leader, then the rest of the ISR");
+        assert_eq!(routes[&1], vec![3, 2], "not in sync here: the leader first");
+        assert_eq!(routes[&2], vec![1], "offline partition, but its last in-sync copy is here");
+        assert_eq!(routes[&3], vec![3], "no leader: the ISR");
+        assert_eq!(routes[&4], vec![3], "led here but unreadable: elsewhere");
+        let only = routes_of(&t, 1, held, Some(&[1, 9]));
+        assert_eq!(only.keys().copied().collect::<Vec<_>>(), vec![1], "unknown partitions are skipped");
+    }
 }
