@@ -98,6 +98,12 @@ pub const KNOWN: &[(&str, &str)] = &[
          next heartbeat, at a higher epoch); Chronik assigns within the answer to the join. Epochs are opaque to clients",
     ),
     (
+        "create_partitions/internal:*error_code",
+        "Kafka lets clients add partitions to __consumer_offsets (its coordinator keeps placing groups by the \
+         offsets.topic.num.partitions setting, so the new ones stay unused); Chronik places groups by the topic's \
+         partition count, so it refuses the change (INVALID_REQUEST) rather than move groups away from their offsets",
+    ),
+    (
         "consumer_group/classic_join_on_consumer_group:*",
         "Kafka lets classic-protocol members join a consumer (KIP-848) group and migrates between the protocols \
          online; Chronik refuses a classic member while the group uses the consumer protocol (INCONSISTENT_GROUP_PROTOCOL)",

@@ -821,6 +821,9 @@ fn create_partitions(t: &mut Target, obs: &mut Obs) -> anyhow::Result<()> {
     obs.record("same_count", &grow(t, "oracle-cp", 3, false)?);
     obs.record("fewer", &grow(t, "oracle-cp", 2, false)?);
     obs.record("unknown_topic", &grow(t, "oracle-nope", 2, false)?);
+    // The internal offsets topic (groups are placed by its partition count).
+    wait_coordinator(t, "oracle-cp-group")?;
+    obs.record("internal", &grow(t, "__consumer_offsets", 60, true)?);
     wait_ready(t, "oracle-cp")?;
     let m = metadata_of(t, 12, Some(vec!["oracle-cp"]), false)?;
     obs.note("partitions_after", m.topics[0].partitions.len());
