@@ -204,7 +204,7 @@ impl Admin for AdminService {
         let broker = &self.shared.broker;
         let (brokers, controller_id) = broker.brokers_and_controller(true);
         let brokers = brokers.into_iter().map(|(node_id, host, kafka_port, fenced)| BrokerDescription { node_id, host, kafka_port, fenced }).collect();
-        Ok(Response::new(DescribeClusterResponse { cluster_id: broker.cluster_id(), controller_id, brokers }))
+        Ok(Response::new(DescribeClusterResponse { cluster_id: broker.client_cluster_id().unwrap_or_default(), controller_id, brokers }))
     }
 
     async fn alter_topic_configs(&self, request: Request<AlterTopicConfigsRequest>) -> Result<Response<AlterTopicConfigsResponse>, Status> {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use chronik_core::search::service::{Hit, PartitionFailure, SearchError, SearchRe
 use chronik_core::search::{FieldRef, Query, SortField, SortKey, SortOrder};
 use serde_json::{json, Value};
 
-use crate::search::RemoteEvent;
+use crate::search::{Gate, RemoteEvent};
 
 
 /// Events a live subscriber may have unread before it is dropped.
@@ -440,53 +441,67 @@ async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(
         None => t.partitions.iter().map(|p| p.index).collect(),
         Some((_, routes)) => routes.into_iter().filter(|(_, b)| b.first() == Some(&me)).map(|(p, _)| p).collect(),
     };
-    let mut starts: BTreeMap<i32, i64> = here.iter().map(|p| (*p, t.partition(*p).and_then(|p| p.log_end_offset()).unwrap_or(0))).collect();
-    // Bounded: a subscriber that stops reading is dropped, not buffered without end.
+    // Bounded: a subscriber that stops reading is dropped (and told), not
+    // buffered without end.
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(LIVE_BUFFER);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (sink_tx, sink_topic, sink_dropped) = (tx.clone(), topic.clone(), dropped.clone());
+    let deliver = move |doc: &chronik_core::search::Doc| match sink_tx.try_send(doc.to_json(&sink_topic)) {
+        Ok(()) => true,
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(topic = %sink_topic, "a live search subscriber fell {LIVE_BUFFER} events behind; closing it");
+            sink_dropped.store(true, Ordering::SeqCst);
+            false
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false, // it left
+    };
+    // Registered before the start offsets are read (see `Gate`).
+    let gate = Arc::new(Gate::default());
+    let (sink_gate, sink_deliver) = (gate.clone(), deliver.clone());
+    let Some(id) = s.live.subscribe(&topic, query.clone(), Box::new(move |doc| sink_gate.offer(doc, &sink_deliver))) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "node_closed_exception", "the broker is shutting down");
+    };
+    let unsubscribe = Unsubscribe(s.live.clone(), id);
+    let local_starts: BTreeMap<i32, i64> = here.iter().map(|p| (*p, t.partition(*p).and_then(|p| p.log_end_offset()).unwrap_or(0))).collect();
+    // The other partitions, from the brokers that hold them.
     let (remote_tx, mut remote_rx) = tokio::sync::mpsc::channel::<RemoteEvent>(LIVE_BUFFER);
     let (remote_starts, failures) = match s.search.subscribe_remote(&topic, &query, remote_tx).await {
         Ok(r) => r,
         Err(e) => return search_error(e),
     };
+    let mut starts = local_starts.clone();
     starts.extend(remote_starts);
-    let start_event = json!({ "topic": topic, "from": starts.iter().map(|(p, o)| (p.to_string(), json!(o))).collect::<serde_json::Map<_, _>>() });
-    let _ = tx.try_send(json!({ "_event": "subscribed", "data": start_event }));
-    if !failures.is_empty() {
-        // The others are followed all the same, as a search answers with
-        // the partitions it reached.
-        let _ = tx.try_send(json!({ "_event": "partial", "data": {
-            "reason": "some partitions cannot be followed",
-            "failed": failures.iter().map(|f| json!({ "partition": f.partition, "node": f.node, "reason": f.reason })).collect::<Vec<_>>(),
-        }}));
-    }
-    let sink_topic = topic.clone();
-    let sink_tx = tx.clone();
-    let local_starts = starts.clone();
-    let id = s.live.subscribe(
-        &topic,
-        query,
-        Box::new(move |doc| {
-            // Only the partitions followed here, from where they started.
-            if local_starts.get(&doc.partition).is_none_or(|s| doc.offset < *s) || !here.contains(&doc.partition) {
-                return true;
+    let first = json!({ "_event": "subscribed", "data": {
+        "topic": topic,
+        "from": starts.iter().map(|(p, o)| (p.to_string(), json!(o))).collect::<serde_json::Map<_, _>>(),
+    }});
+    // The others are followed all the same, as a search answers with the
+    // partitions it reached.
+    let partial = (!failures.is_empty()).then(|| json!({ "_event": "partial", "data": {
+        "reason": "some partitions cannot be followed",
+        "failed": failures.iter().map(|f| json!({ "partition": f.partition, "node": f.node, "reason": f.reason })).collect::<Vec<_>>(),
+    }}));
+    let opened_tx = tx.clone();
+    gate.open(
+        local_starts,
+        move || {
+            let _ = opened_tx.try_send(first);
+            if let Some(partial) = partial {
+                let _ = opened_tx.try_send(partial);
             }
-            match sink_tx.try_send(doc.to_json(&sink_topic)) {
-                Ok(()) => true,
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(topic = %sink_topic, "a live search subscriber fell {LIVE_BUFFER} events behind; closing it");
-                    false
-                }
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false, // it left
-            }
-        }),
+        },
+        deliver,
     );
-    let Some(id) = id else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "node_closed_exception", "the broker is shutting down");
-    };
-    // Records from other brokers join the same stream.
+    // Records from other brokers join the same stream, until the subscriber leaves.
     let remote_topic = topic.clone();
     tokio::spawn(async move {
-        while let Some(event) = remote_rx.recv().await {
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = tx.closed() => return,
+                e = remote_rx.recv() => e,
+            };
+            let Some(event) = event else { return };
             let v = match event {
                 RemoteEvent::Hit(doc) => doc.to_json(&remote_topic),
                 RemoteEvent::Lost { node, partitions, reason } => json!({ "_event": "error", "data": {
@@ -499,7 +514,7 @@ async fn stream(State(s): State<HttpState>, Path(topic): Path<String>, UrlQuery(
             }
         }
     });
-    let events = LiveEvents { rx, ended: false, _unsubscribe: Unsubscribe(s.live.clone(), id) };
+    let events = LiveEvents { rx, dropped, ended: false, _unsubscribe: unsubscribe };
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
@@ -513,9 +528,11 @@ impl Drop for Unsubscribe {
 }
 
 /// A live subscription's events as server-sent events; the stream ends
-/// after an `error` event.
+/// after an `error` event, which is also sent once the subscriber fell
+/// [`LIVE_BUFFER`] events behind and was dropped.
 struct LiveEvents {
     rx: tokio::sync::mpsc::Receiver<Value>,
+    dropped: Arc<AtomicBool>,
     ended: bool,
     _unsubscribe: Unsubscribe,
 }
@@ -526,6 +543,11 @@ impl tokio_stream::Stream for LiveEvents {
     fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
         if self.ended {
             return std::task::Poll::Ready(None);
+        }
+        if self.dropped.load(Ordering::SeqCst) {
+            self.ended = true;
+            let data = json!({ "reason": format!("this subscriber fell {LIVE_BUFFER} events behind and was dropped; records may have been missed") });
+            return std::task::Poll::Ready(Some(Ok(Event::default().event("error").data(data.to_string()))));
         }
         self.rx.poll_recv(cx).map(|v| {
             v.map(|v| {

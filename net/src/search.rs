@@ -41,6 +41,11 @@ const PART_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// Events a remote subscription may have unread before it is dropped.
 const SUBSCRIBE_BUFFER: usize = 10_000;
+/// How often a subscription stream says it is alive when it has nothing
+/// else to say, and how long its reader waits before taking a silent
+/// stream (a frozen or cut-off broker) for lost.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+const HEARTBEAT_LOST: Duration = Duration::from_secs(10);
 
 /// Runs `f` where it may block for a moment: a blocking-pool thread in
 /// production; inline in the simulation (no OS threads there, and the
@@ -143,7 +148,7 @@ impl Searcher {
                 let task = match source {
                     Source::Here => {
                         let (local, topic) = (self.local.clone(), topic.to_string());
-                        tokio::spawn(async move { run_blocking(move || local.search(&topic, &part)).await.unwrap_or_else(|e| Err(SearchError::Unavailable(e))) })
+                        tokio::spawn(async move { run_blocking(move || local.search_part(&topic, &part)).await.unwrap_or_else(|e| Err(SearchError::Unavailable(e))) })
                     }
                     Source::Broker(id) => {
                         let client = self.client(id);
@@ -160,30 +165,37 @@ impl Searcher {
             }
             for (source, partitions, task) in running {
                 let answer = task.await.unwrap_or_else(|e| Err(SearchError::Unavailable(format!("search task failed: {e}"))));
-                match answer {
-                    Ok(answer) => {
+                let node = match source {
+                    Source::Here => self.me(),
+                    Source::Broker(id) => id,
+                };
+                // The partitions to ask of their next replica, and why.
+                let failed: Vec<(i32, String)> = match answer {
+                    Ok(mut answer) => {
+                        let failed: Vec<(i32, String)> = std::mem::take(&mut answer.failures).into_iter().map(|f| (f.partition, f.reason)).collect();
+                        answer.partitions -= failed.len();
                         parts.push(answer);
-                        for p in &partitions {
-                            pending.remove(p);
-                        }
+                        failed
                     }
                     // The request itself is wrong: no other broker will take it.
                     Err(e @ (SearchError::Bad(_) | SearchError::NotEnabled(_))) => return Err(e),
                     Err(e) => {
-                        let node = match source {
-                            Source::Here => self.me(),
-                            Source::Broker(id) => id,
-                        };
                         let (_, _, reason) = e.es_error();
-                        tracing::debug!(topic, node, ?partitions, %reason, "a part of a search failed; asking the next replica");
-                        for p in partitions {
-                            let (brokers, tried) = pending.get_mut(&p).expect("pending");
-                            *tried += 1;
-                            if *tried >= brokers.len() {
-                                pending.remove(&p);
-                                failures.push(PartitionFailure { partition: p, node, reason: format!("broker {node}: {reason}") });
-                            }
-                        }
+                        partitions.iter().map(|p| (*p, reason.clone())).collect()
+                    }
+                };
+                for p in &partitions {
+                    if !failed.iter().any(|(f, _)| f == p) {
+                        pending.remove(p);
+                    }
+                }
+                for (p, reason) in failed {
+                    tracing::debug!(topic, node, partition = p, %reason, "a partition's search failed; asking its next replica");
+                    let Some((brokers, tried)) = pending.get_mut(&p) else { continue };
+                    *tried += 1;
+                    if *tried >= brokers.len() {
+                        pending.remove(&p);
+                        failures.push(PartitionFailure { partition: p, node, reason: format!("broker {node}: {reason}") });
                     }
                 }
             }
@@ -201,9 +213,11 @@ impl Searcher {
 
     /// Subscribes to the records of `topic`'s partitions held elsewhere
     /// (those this broker does not hold in sync) that match `query`, from
-    /// their log ends now: each broker that holds some streams them, and
-    /// every record and broken stream goes to `sink`. Returns where those
-    /// partitions start, and the partitions no broker could be asked for.
+    /// their log ends now: a broker that holds some streams them (their
+    /// leader, or failing that another in-sync replica; the brokers are
+    /// asked at once), and every record and broken stream goes to `sink`.
+    /// Returns where those partitions start, and the partitions no broker
+    /// could be asked for.
     pub async fn subscribe_remote(
         &self,
         topic: &str,
@@ -212,67 +226,72 @@ impl Searcher {
     ) -> Result<(Vec<(i32, i64)>, Vec<PartitionFailure>), SearchError> {
         let Some((topic_id, routes)) = self.local.routes(topic, None) else { return Ok((Vec::new(), Vec::new())) };
         let me = self.me();
-        let mut by_broker: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        let mut failures = Vec::new();
+        let query_json = serde_json::to_vec(query).map_err(|e| SearchError::Unavailable(format!("cannot encode the query: {e}")))?;
+        let (mut starts, mut failures) = (Vec::new(), Vec::new());
+        let mut pending: BTreeMap<i32, (Vec<i32>, usize)> = BTreeMap::new();
         for (p, brokers) in routes {
-            match brokers.first() {
-                Some(b) if *b == me => {}
-                Some(b) => by_broker.entry(*b).or_default().push(p),
-                None => failures.push(PartitionFailure { partition: p, node: -1, reason: format!("partition {p} has no leader and no in-sync replica") }),
+            if brokers.first() == Some(&me) {
+                continue; // followed here
+            }
+            let others: Vec<i32> = brokers.into_iter().filter(|b| *b != me).collect();
+            if others.is_empty() {
+                failures.push(PartitionFailure { partition: p, node: -1, reason: format!("partition {p} has no leader and no in-sync replica") });
+            } else {
+                pending.insert(p, (others, 0));
             }
         }
-        let query_json = serde_json::to_vec(query).map_err(|e| SearchError::Unavailable(format!("cannot encode the query: {e}")))?;
-        let mut starts = Vec::new();
-        for (id, partitions) in by_broker {
-            let request = ShardSubscribeRequest { topic: topic.to_string(), topic_id: topic_id.as_bytes().to_vec().into(), partitions: partitions.clone(), query_json: query_json.clone().into() };
-            let opened = async {
-                let mut client = self.client(id)?;
-                let mut stream = client.subscribe(Request::new(request)).await.map_err(|s| s.message().to_string())?.into_inner();
-                // The first event says where the partitions start.
-                match tokio::time::timeout(PART_TIMEOUT, stream.message()).await {
-                    Ok(Ok(Some(ShardEvent { event: Some(Event::Subscribed(s)) }))) => Ok((stream, s.from)),
-                    Ok(Err(s)) => Err(s.message().to_string()),
-                    Ok(_) => Err("the stream did not begin with where it starts".to_string()),
-                    Err(_) => Err(format!("no answer within {PART_TIMEOUT:?}")),
-                }
-            };
-            let mut stream = match opened.await {
-                Ok((stream, from)) => {
-                    starts.extend(from);
-                    stream
-                }
-                Err(reason) => {
-                    failures.extend(partitions.iter().map(|p| PartitionFailure { partition: *p, node: id, reason: format!("broker {id}: {reason}") }));
-                    continue;
-                }
-            };
-            let sink = sink.clone();
-            let topic = topic.to_string();
-            tokio::spawn(async move {
-                loop {
-                    let event = tokio::select! {
-                        biased;
-                        _ = sink.closed() => return,
-                        m = stream.message() => m,
-                    };
-                    let lost = match event {
-                        Ok(Some(ShardEvent { event: Some(Event::Hit(h)) })) => {
-                            if sink.send(RemoteEvent::Hit(doc_of(h))).await.is_err() {
-                                return;
-                            }
-                            continue;
+        while !pending.is_empty() {
+            let mut by_broker: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+            for (p, (brokers, tried)) in &pending {
+                by_broker.entry(brokers[*tried]).or_default().push(*p);
+            }
+            let mut opening = Vec::new();
+            for (id, partitions) in by_broker {
+                let request = ShardSubscribeRequest {
+                    topic: topic.to_string(),
+                    topic_id: topic_id.as_bytes().to_vec().into(),
+                    partitions: partitions.clone(),
+                    query_json: query_json.clone().into(),
+                };
+                let client = self.client(id);
+                let open = async move {
+                    let mut stream = client?.subscribe(Request::new(request)).await.map_err(|s| s.message().to_string())?.into_inner();
+                    // The first event says where the partitions start.
+                    match stream.message().await {
+                        Ok(Some(ShardEvent { event: Some(Event::Subscribed(s)) })) => Ok((stream, s.from)),
+                        Ok(_) => Err("the stream did not begin with where it starts".to_string()),
+                        Err(s) => Err(s.message().to_string()),
+                    }
+                };
+                let task = tokio::spawn(async move { tokio::time::timeout(PART_TIMEOUT, open).await.unwrap_or_else(|_| Err(format!("no answer within {PART_TIMEOUT:?}"))) });
+                opening.push((id, partitions, task));
+            }
+            for (id, partitions, task) in opening {
+                let opened = task.await.unwrap_or_else(|e| Err(format!("subscribe task failed: {e}")));
+                match opened {
+                    Ok((stream, from)) => {
+                        starts.extend(from);
+                        for p in &partitions {
+                            pending.remove(p);
                         }
-                        Ok(Some(_)) => continue,
-                        Ok(None) => "the stream ended".to_string(),
-                        Err(s) => s.message().to_string(),
-                    };
-                    tracing::warn!(topic, node = id, reason = %lost, "a live search's stream from another broker broke");
-                    let _ = sink.send(RemoteEvent::Lost { node: id, partitions, reason: lost }).await;
-                    return;
+                        tokio::spawn(follow_remote(stream, sink.clone(), topic.to_string(), id, partitions));
+                    }
+                    Err(reason) => {
+                        tracing::debug!(topic, node = id, %reason, "cannot follow partitions at a broker; asking their next replica");
+                        for p in partitions {
+                            let (brokers, tried) = pending.get_mut(&p).expect("pending");
+                            *tried += 1;
+                            if *tried >= brokers.len() {
+                                pending.remove(&p);
+                                failures.push(PartitionFailure { partition: p, node: id, reason: format!("broker {id}: {reason}") });
+                            }
+                        }
+                    }
                 }
-            });
+            }
         }
         starts.sort_unstable();
+        failures.sort_by_key(|f| f.partition);
         Ok((starts, failures))
     }
 
@@ -310,6 +329,78 @@ impl Searcher {
     }
 }
 
+/// Passes a remote broker's stream of matches to `sink` until the sink is
+/// gone or the stream breaks (an error, its end, or no heartbeat within
+/// [`HEARTBEAT_LOST`]), which it reports as [`RemoteEvent::Lost`].
+async fn follow_remote(mut stream: tonic::Streaming<ShardEvent>, sink: tokio::sync::mpsc::Sender<RemoteEvent>, topic: String, node: i32, partitions: Vec<i32>) {
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = sink.closed() => return,
+            m = tokio::time::timeout(HEARTBEAT_LOST, stream.message()) => m,
+        };
+        let lost = match event {
+            Ok(Ok(Some(ShardEvent { event: Some(Event::Hit(h)) }))) => {
+                if sink.send(RemoteEvent::Hit(doc_of(h))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(Ok(Some(_))) => continue, // a heartbeat
+            Ok(Ok(None)) => "the stream ended".to_string(),
+            Ok(Err(s)) => s.message().to_string(),
+            Err(_) => format!("no word from it within {HEARTBEAT_LOST:?}"),
+        };
+        tracing::warn!(topic, node, reason = %lost, "a live search's stream from another broker broke");
+        let _ = sink.send(RemoteEvent::Lost { node, partitions, reason: lost }).await;
+        return;
+    }
+}
+
+/// Where a live subscription starts, for the documents its sink is offered.
+/// A subscription is registered before its start offsets are read (a record
+/// indexed in between is then either below them or seen), so documents
+/// offered before the starts are known wait here; afterwards a document
+/// passes if it is at or past its partition's start (partitions without a
+/// start are followed elsewhere).
+#[derive(Default)]
+pub struct Gate {
+    state: Mutex<(Option<BTreeMap<i32, i64>>, Vec<Doc>)>,
+}
+
+impl Gate {
+    /// The most documents held before the starts are known.
+    const HELD_MAX: usize = 10_000;
+
+    /// From the subscription's sink: holds `doc`, or passes it to `deliver`
+    /// if it is in range. False once the subscriber is gone (or too much was
+    /// held for it).
+    pub fn offer(&self, doc: &Doc, deliver: impl FnOnce(&Doc) -> bool) -> bool {
+        let mut state = self.state.lock().expect("gate lock");
+        match &state.0 {
+            None => {
+                state.1.push(doc.clone());
+                state.1.len() <= Self::HELD_MAX
+            }
+            Some(starts) if starts.get(&doc.partition).is_some_and(|s| doc.offset >= *s) => deliver(doc),
+            Some(_) => true,
+        }
+    }
+
+    /// Sets the starts. `first` runs at once (it sends the `subscribed`
+    /// event), then the held documents in range go to `deliver`, all before
+    /// any later document can pass. False if `deliver` said the subscriber
+    /// is gone.
+    pub fn open(&self, starts: BTreeMap<i32, i64>, first: impl FnOnce(), mut deliver: impl FnMut(&Doc) -> bool) -> bool {
+        let mut state = self.state.lock().expect("gate lock");
+        first();
+        let held = std::mem::take(&mut state.1);
+        let alive = held.iter().filter(|d| starts.get(&d.partition).is_some_and(|s| d.offset >= *s)).all(&mut deliver);
+        state.0 = Some(starts);
+        alive
+    }
+}
+
 /// What a live subscription hears from the brokers that hold the
 /// partitions it does not.
 #[derive(Debug)]
@@ -341,7 +432,8 @@ async fn ask(mut client: ShardsClient<Channel>, topic: String, topic_id: Uuid, p
             Hit { doc: doc_of(hit), score, sort: SortKey { values: h.sort_values, partition, offset } }
         })
         .collect();
-    Ok(SearchResponse { total: answer.total, hits, partitions: answer.partitions as usize, failures: Vec::new() })
+    let failures = answer.failures.into_iter().map(|f| PartitionFailure { partition: f.partition, node: f.node, reason: f.reason }).collect();
+    Ok(SearchResponse { total: answer.total, hits, partitions: answer.partitions as usize, failures })
 }
 
 /// Elasticsearch error types a search may carry across brokers (a
@@ -427,9 +519,10 @@ impl shards_server::Shards for ShardService {
         }
         self.check_topic(&r.topic, &r.topic_id)?;
         let (search, topic) = (self.search.clone(), r.topic);
-        let answer = run_blocking(move || search.search(&topic, &part)).await.map_err(Status::internal)?.map_err(search_status)?;
+        let answer = run_blocking(move || search.search_part(&topic, &part)).await.map_err(Status::internal)?.map_err(search_status)?;
         let hits = answer.hits.iter().map(|h| ShardHit { hit: Some(hit_message(h)), sort_values: h.sort.values.clone() }).collect();
-        Ok(Response::new(ShardSearchResponse { total: answer.total, hits, partitions: answer.partitions as u32 }))
+        let failures = answer.failures.into_iter().map(|f| chronik_proto::grpc::PartitionFailure { partition: f.partition, node: f.node, reason: f.reason }).collect();
+        Ok(Response::new(ShardSearchResponse { total: answer.total, hits, partitions: answer.partitions as u32, failures }))
     }
 
     type SubscribeStream = ReceiverStream<Result<ShardEvent, Status>>;
@@ -438,43 +531,43 @@ impl shards_server::Shards for ShardService {
         let r = request.into_inner();
         let query: Query = serde_json::from_slice(&r.query_json).map_err(|e| Status::invalid_argument(format!("illegal_argument_exception: undecodable query: {e}")))?;
         let t = self.check_topic(&r.topic, &r.topic_id)?;
-        let partitions = r.partitions;
-        let mut starts = BTreeMap::new();
-        for p in &partitions {
-            let end = t.partition(*p).and_then(|p| p.log_end_offset()).ok_or_else(|| Status::unavailable(format!("partition {p} of '{}' is not held here", r.topic)))?;
-            starts.insert(*p, end);
-        }
         let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_BUFFER);
-        let first = ShardEvent { event: Some(Event::Subscribed(PartitionStarts { from: starts.clone().into_iter().collect() })) };
-        let _ = tx.try_send(Ok(first));
-        let topic = r.topic.clone();
-        let sink_tx = tx.clone();
         // Set when the subscriber fell too far behind: its stream then ends
         // (with an error), so the caller knows it missed records.
         let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let sink_dropped = dropped.clone();
-        let id = self.live.subscribe(
-            &r.topic,
-            query,
-            Box::new(move |doc| {
-                if starts.get(&doc.partition).is_none_or(|s| doc.offset < *s) {
-                    return true; // another partition, or from before the subscription
+        let gate = Arc::new(Gate::default());
+        let (sink_tx, sink_dropped, sink_gate, topic) = (tx.clone(), dropped.clone(), gate.clone(), r.topic.clone());
+        let deliver = move |doc: &Doc| match sink_tx.try_send(Ok(ShardEvent { event: Some(Event::Hit(doc_message(doc))) })) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(topic = %topic, "a live search from another broker fell {SUBSCRIBE_BUFFER} events behind; closing it");
+                sink_dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+                false
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        let sink_deliver = deliver.clone();
+        let Some(id) = self.live.subscribe(&r.topic, query, Box::new(move |doc| sink_gate.offer(doc, &sink_deliver))) else {
+            return Err(Status::unavailable("the broker is shutting down"));
+        };
+        // Registered first, then the starts read: see `Gate`.
+        let mut starts = BTreeMap::new();
+        for p in &r.partitions {
+            match t.partition(*p).and_then(|p| p.log_end_offset()) {
+                Some(end) => {
+                    starts.insert(*p, end);
                 }
-                match sink_tx.try_send(Ok(ShardEvent { event: Some(Event::Hit(doc_message(doc))) })) {
-                    Ok(()) => true,
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                        tracing::warn!(topic = %topic, "a live search from another broker fell {SUBSCRIBE_BUFFER} events behind; closing it");
-                        sink_dropped.store(true, std::sync::atomic::Ordering::SeqCst);
-                        false
-                    }
-                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+                None => {
+                    self.live.unsubscribe(id);
+                    return Err(Status::unavailable(format!("partition {p} of '{}' is not held here", r.topic)));
                 }
-            }),
-        );
-        let Some(id) = id else { return Err(Status::unavailable("the broker is shutting down")) };
+            }
+        }
+        let first = ShardEvent { event: Some(Event::Subscribed(PartitionStarts { from: starts.clone().into_iter().collect() })) };
+        gate.open(starts, || drop(tx.try_send(Ok(first))), deliver);
         // Unsubscribes once the caller is gone (the stream is dropped) or
-        // the broker stops; ends the stream with an error once the
-        // subscriber was dropped for falling behind.
+        // the broker stops; says it is alive every HEARTBEAT; ends the stream
+        // with an error once the subscriber was dropped for falling behind.
         let (live, shared) = (self.live.clone(), self.shared.clone());
         tokio::spawn(async move {
             loop {
@@ -482,16 +575,61 @@ impl shards_server::Shards for ShardService {
                     biased;
                     _ = shared.stopped() => break,
                     _ = tx.closed() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(HEARTBEAT) => {}
                 }
                 if dropped.load(std::sync::atomic::Ordering::SeqCst) {
                     let ended = Err(Status::resource_exhausted(format!("fell {SUBSCRIBE_BUFFER} events behind")));
                     let _ = tokio::time::timeout(PART_TIMEOUT, tx.send(ended)).await;
                     break;
                 }
+                let _ = tx.try_send(Ok(ShardEvent { event: None }));
             }
             live.unsubscribe(id);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(partition: i32, offset: i64) -> Doc {
+        Doc { partition, offset, timestamp: 0, key: None, value: None, headers: Vec::new() }
+    }
+
+    #[test]
+    fn a_gate_holds_documents_until_the_starts_are_known_then_passes_those_in_range() {
+        let gate = Gate::default();
+        let mut seen = Vec::new();
+        // Indexed between registering and reading the starts: held.
+        assert!(gate.offer(&doc(0, 4), |_| unreachable!("held")));
+        assert!(gate.offer(&doc(0, 5), |_| unreachable!("held")));
+        assert!(gate.offer(&doc(1, 9), |_| unreachable!("held")));
+        let starts = BTreeMap::from([(0, 5), (2, 0)]);
+        let mut order = Vec::new();
+        assert!(gate.open(starts, || order.push("first"), |d| {
+            seen.push((d.partition, d.offset));
+            true
+        }));
+        assert_eq!(order, ["first"]);
+        assert_eq!(seen, [(0, 5)], "below its start, or a partition followed elsewhere: not passed");
+        let mut passed = Vec::new();
+        for d in [doc(0, 6), doc(1, 10), doc(2, 0)] {
+            assert!(gate.offer(&d, |d| {
+                passed.push((d.partition, d.offset));
+                true
+            }));
+        }
+        assert_eq!(passed, [(0, 6), (2, 0)]);
+        assert!(!gate.offer(&doc(0, 7), |_| false), "the subscriber is gone");
+    }
+
+    #[test]
+    fn a_gate_that_holds_too_much_drops_its_subscriber() {
+        let gate = Gate::default();
+        let alive = (0..=Gate::HELD_MAX as i64).map(|o| gate.offer(&doc(0, o), |_| true)).collect::<Vec<_>>();
+        assert!(alive[..Gate::HELD_MAX].iter().all(|a| *a));
+        assert!(!alive[Gate::HELD_MAX]);
     }
 }

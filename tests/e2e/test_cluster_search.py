@@ -15,8 +15,11 @@ import time
 import urllib.parse
 import urllib.request
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from test_grpc_admin import admin_stub, pb  # noqa: F401  (pb is a fixture)
-from test_replication import bootstrap, create_topic, start_cluster, wait_state
+from test_replication import bootstrap, start_cluster, wait_state
 from test_search import QUERIES, http_json, produce, search_all, wait_http
 
 PARTITIONS = 6
@@ -38,7 +41,20 @@ def wait_count(node, topic, n):
 
 def spread_topic(nodes, name):
     """A search-enabled topic with one replica per partition, on every broker."""
-    create_topic(nodes, name, PARTITIONS, rf=1, configs={"search.enabled": "true"})
+    admin = AdminClient({"bootstrap.servers": bootstrap(nodes)})
+    assignment = [[1 + p % 3] for p in range(PARTITIONS)]
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        # Refused until every broker has registered.
+        new = NewTopic(name, num_partitions=PARTITIONS, replica_assignment=assignment, config={"search.enabled": "true"})
+        try:
+            admin.create_topics([new], operation_timeout=10)[name].result(timeout=30)
+            break
+        except KafkaException as e:
+            if time.monotonic() > deadline:
+                raise
+            print(f"create {name}: {e}; retrying")
+            time.sleep(0.5)
     state = wait_state(nodes, name, lambda s: len(s) == PARTITIONS and all(l > 0 for l, _ in s.values()), f"leaders of {name}")
     leaders = {p: leader for p, (leader, _) in state.items()}
     assert set(leaders.values()) == {1, 2, 3}, f"partitions not spread over the brokers: {leaders}"
@@ -127,10 +143,17 @@ def test_a_search_on_any_broker_covers_every_partition(cluster_factory, pb):  # 
     nodes[2].kill9()
     lost = sorted(p for p, leader in leaders.items() if leader == 3)
     want = sorted(pos for pos, (i, r) in acked.items() if r["level"] == "error" and pos[0] not in lost)
-    status, r = http_json(f"{nodes[0].http}/cs/_search", {**body, "size": 10000})
-    assert status == 200, r
+    # (Polled: the rebuild above may still be re-indexing a partition.)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        status, r = http_json(f"{nodes[0].http}/cs/_search", {**body, "size": 10000})
+        assert status == 200, r
+        got = sorted((h["_chronik"]["partition"], h["_chronik"]["offset"]) for h in r["hits"]["hits"])
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert r["_shards"]["failed"] == len(lost) and sorted(f["shard"] for f in r["_shards"]["failures"]) == lost, r["_shards"]
-    assert sorted((h["_chronik"]["partition"], h["_chronik"]["offset"]) for h in r["hits"]["hits"]) == want
+    assert got == want, f"{len(got)} hits, expected {len(want)}"
     status, r = http_json(f"{nodes[1].http}/topics/cs/search?q=level:error&limit=10000")
     assert status == 200 and sorted(f["partition"] for f in r["partitions"]["failed"]) == lost, r.get("partitions")
 

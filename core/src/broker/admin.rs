@@ -220,7 +220,9 @@ impl Broker {
     pub(super) fn describe_cluster(&self, request: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
         let (brokers, controller) = self.brokers_and_controller(request.include_fenced_brokers);
         let controller = self.kafka_controller_id(controller);
-        let mut r = DescribeClusterResponse::default().with_cluster_id(text(self.cluster_id())).with_controller_id(BrokerId(controller));
+        // (Not nullable here: empty while a cluster member has not taken the quorum's id.)
+        let cluster_id = self.client_cluster_id().unwrap_or_default();
+        let mut r = DescribeClusterResponse::default().with_cluster_id(text(cluster_id)).with_controller_id(BrokerId(controller));
         r.error_message = None;
         r.cluster_authorized_operations = if request.include_cluster_authorized_operations { CLUSTER_OPERATIONS } else { AUTHORIZED_OPERATIONS_OMITTED };
         if version >= 1 {
@@ -245,7 +247,7 @@ impl Broker {
     pub(super) fn metadata(&self, request: MetadataRequest, version: i16) -> MetadataResponse {
         let mut response = MetadataResponse::default().with_brokers(self.broker_list());
         if version >= 2 {
-            response.cluster_id = Some(text(self.cluster_id()));
+            response.cluster_id = self.client_cluster_id().map(text);
         }
         if version >= 1 {
             response.controller_id = BrokerId(self.kafka_controller_id(self.brokers_and_controller(false).1));

@@ -147,6 +147,8 @@ pub struct ClusterView {
     pub brokers: Vec<(i32, String, i32, bool)>,
     /// The controller's topics: replicas, leaders, ISR and epochs.
     pub topics: BTreeMap<String, crate::cluster::image::TopicState>,
+    /// The cluster's id, once the quorum has named it.
+    pub cluster_id: Option<String>,
 }
 
 fn open_partition(
@@ -287,6 +289,18 @@ impl Broker {
 
     pub fn cluster_id(&self) -> String {
         self.read_state().catalog.cluster_id.clone()
+    }
+
+    /// The cluster id clients are told. A cluster member tells none until
+    /// its data directory carries the quorum's (a client must not see the
+    /// id change: librdkafka takes that for a move to another cluster).
+    pub fn client_cluster_id(&self) -> Option<String> {
+        let own = self.cluster_id();
+        if !self.config.cluster {
+            return Some(own);
+        }
+        let view = self.cluster_view.read().expect("cluster view poisoned");
+        (view.as_ref().and_then(|v| v.cluster_id.as_deref()) == Some(own.as_str())).then_some(own)
     }
 
     /// The simulator's BUGGIFY (always false in production); see [`Rng::buggify`].

@@ -155,6 +155,7 @@ impl Broker {
             controller_id,
             brokers: image.brokers.values().map(|b| (b.id, b.host.clone(), b.kafka_port, b.fenced)).collect(),
             topics: image.topics.clone(),
+            cluster_id: image.cluster_id.clone(),
         };
         // Topics are this cluster's only once this data directory carries
         // the cluster's id (see `adopt_cluster_id`): a directory of another

@@ -288,3 +288,21 @@ fn a_cluster_member_drops_its_own_offsets_topic() {
     let b = Broker::open(config, disk, Arc::new(ManualClock::new(1_000_000)), Arc::new(Rng::seeded(1))).unwrap();
     assert!(b.topic(crate::group::OFFSETS_TOPIC).is_none());
 }
+
+/// Clients never see a member's cluster id change: it tells none until its
+/// data directory carries the quorum's id (librdkafka warns of a move to
+/// another cluster otherwise).
+#[test]
+fn a_member_tells_clients_the_quorums_cluster_id_only() {
+    let n = node_with(BrokerConfig { node_id: 1, cluster: true, ..BrokerConfig::default() });
+    n.broker.set_cluster_view(Some(ClusterView { controller_id: -1, ..ClusterView::default() }));
+    let metadata_id = |b: &Broker| {
+        let ResponseKind::Metadata(m) = b.handle(12, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])))) else { panic!() };
+        m.cluster_id.map(|c| c.to_string())
+    };
+    assert_eq!(metadata_id(&n.broker), None, "no image yet");
+    n.broker.apply_image(&image(&[&n], 1, 0, vec![1]), 1, n.incarnation);
+    assert_eq!(metadata_id(&n.broker).as_deref(), Some("cluster"));
+    let single = node(2);
+    assert_eq!(metadata_id(&single.broker), Some(single.broker.cluster_id()), "a single broker tells its own");
+}

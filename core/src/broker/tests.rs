@@ -557,6 +557,7 @@ fn metadata_and_describe_cluster_follow_the_cluster_view() {
         controller_id: 3,
         brokers: vec![(1, "h1".into(), 9092, false), (2, "h2".into(), 9092, true), (3, "h3".into(), 9092, false)],
         topics: Default::default(),
+        cluster_id: None,
     }));
     let ResponseKind::Metadata(m) = b.handle(12, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])))) else { panic!() };
     assert_eq!(m.brokers.iter().map(|x| x.node_id.0).collect::<Vec<_>>(), vec![1, 3], "fenced brokers are not offered to clients");

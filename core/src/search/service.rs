@@ -145,7 +145,9 @@ pub fn merge(req: &SearchRequest, parts: Vec<SearchResponse>) -> SearchResponse 
         out.failures.extend(p.failures);
     }
     out.hits.sort_by(|a, b| SortKey::cmp(&sort, &a.sort, &b.sort));
-    out.hits = std::mem::take(&mut out.hits).into_iter().skip(req.from).take(req.size).collect();
+    // (Each part's window ends at MAX_RESULT_WINDOW: nothing past it is known.)
+    let size = req.size.min(MAX_RESULT_WINDOW.saturating_sub(req.from));
+    out.hits = std::mem::take(&mut out.hits).into_iter().skip(req.from).take(size).collect();
     out.failures.sort_by_key(|f| f.partition);
     out
 }
@@ -211,39 +213,54 @@ impl SearchService {
     }
 
     pub fn search(&self, topic: &str, req: &SearchRequest) -> Result<SearchResponse, SearchError> {
+        self.search_with(topic, req, false)
+    }
+
+    /// This broker's part of a search across the cluster: the partitions
+    /// `req` names, each that cannot be searched here (not held, offline,
+    /// its index unavailable) reported in `failures` instead of failing the
+    /// others, so the caller can ask another replica for just that one.
+    pub fn search_part(&self, topic: &str, req: &SearchRequest) -> Result<SearchResponse, SearchError> {
+        self.search_with(topic, req, true)
+    }
+
+    fn search_with(&self, topic: &str, req: &SearchRequest, lenient: bool) -> Result<SearchResponse, SearchError> {
         self.check_topic(topic)?;
         let t = self.broker.topic(topic).ok_or_else(|| SearchError::NoTopic(topic.to_string()))?;
         req.check_window()?;
         let size = req.size.min(MAX_RESULT_WINDOW - req.from);
         let window = req.from + size;
         let sort = req.sort_order();
-        let mut total = 0;
-        let mut searched = 0;
+        let me = self.broker.config().node_id;
+        let mut out = SearchResponse::default();
         let mut keyed = Vec::new();
-        for p in &t.partitions {
-            if req.partitions.as_ref().is_some_and(|ps| !ps.contains(&p.index)) {
-                continue;
-            }
-            let index = self.indexes.get(&index_name(&t.record, p.index)).map_err(SearchError::Unavailable)?;
-            let after = req.search_after.as_ref();
-            // Only records the log still has: retention may have deleted some
-            // since the indexer last removed their documents.
-            let start = p.log_start_offset().ok_or_else(|| SearchError::Unavailable(format!("partition {} is offline", p.index)))?;
-            let query = if start > 0 {
-                let live = Query::Range { field: super::FieldRef::Offset, lower: std::ops::Bound::Included(start as f64), upper: std::ops::Bound::Unbounded };
-                Query::bool_of(vec![req.query.clone()], Vec::new(), Vec::new(), vec![live], None)
-            } else {
-                req.query.clone()
+        // A part names its partitions, and one missing here is a failure; a
+        // search of its own skips partitions the topic does not have.
+        let indexes: Vec<i32> = match (&req.partitions, lenient) {
+            (Some(ps), true) => ps.clone(),
+            (Some(ps), false) => t.partitions.iter().map(|p| p.index).filter(|i| ps.contains(i)).collect(),
+            (None, _) => t.partitions.iter().map(|p| p.index).collect(),
+        };
+        for i in indexes {
+            out.partitions += 1;
+            let searched = t
+                .partition(i)
+                .ok_or_else(|| format!("partition {i} does not exist here"))
+                .and_then(|p| self.search_partition(&t.record, p, req, window, &sort).map(|a| (p, a)));
+            let (p, answer) = match searched {
+                Ok(found) => found,
+                Err(reason) if lenient => {
+                    out.failures.push(PartitionFailure { partition: i, node: me, reason });
+                    continue;
+                }
+                Err(reason) => return Err(SearchError::Unavailable(reason)),
             };
-            let answer = index.search(&query, window, &sort, after).map_err(SearchError::Unavailable)?;
-            total += answer.total;
-            searched += 1;
+            out.total += answer.total;
             for h in answer.hits {
                 keyed.push((SortKey::of(&sort, p.index, h.offset, h.timestamp, h.score), h.score, p.clone(), h.doc));
             }
         }
         keyed.sort_by(|a, b| SortKey::cmp(&sort, &a.0, &b.0));
-        let mut hits = Vec::new();
         for (key, score, p, copy) in keyed.into_iter().skip(req.from).take(size) {
             // Retention may have removed the record since the search began.
             let start = p.log_start_offset().ok_or_else(|| SearchError::Unavailable(format!("partition {} is offline", p.index)))?;
@@ -258,9 +275,33 @@ impl SearchService {
                     Err(e) => return Err(SearchError::Unavailable(e)),
                 },
             };
-            hits.push(Hit { doc, score, sort: key });
+            out.hits.push(Hit { doc, score, sort: key });
         }
-        Ok(SearchResponse { total, hits, partitions: searched, failures: Vec::new() })
+        Ok(out)
+    }
+
+    /// One partition's best `window` hits, from its index, of the records
+    /// its log still has.
+    fn search_partition(
+        &self,
+        record: &crate::broker::catalog::TopicRecord,
+        p: &crate::broker::Partition,
+        req: &SearchRequest,
+        window: usize,
+        sort: &[SortField],
+    ) -> Result<super::IndexAnswer, String> {
+        // Only records the log still has: retention may have deleted some
+        // since the indexer last removed their documents. (Checked first: a
+        // partition not held here has no log, and must get no index either.)
+        let start = p.log_start_offset().ok_or_else(|| format!("partition {} is offline or not held here", p.index))?;
+        let index = self.indexes.get(&index_name(record, p.index))?;
+        let query = if start > 0 {
+            let live = Query::Range { field: super::FieldRef::Offset, lower: std::ops::Bound::Included(start as f64), upper: std::ops::Bound::Unbounded };
+            Query::bool_of(vec![req.query.clone()], Vec::new(), Vec::new(), vec![live], None)
+        } else {
+            req.query.clone()
+        };
+        index.search(&query, window, sort, req.search_after.as_ref())
     }
 
     /// In a cluster, where each partition of `topic` may be searched: the
