@@ -70,11 +70,59 @@ pub struct Searcher {
     channels: Mutex<BTreeMap<String, Channel>>,
 }
 
-/// Who answers for a set of partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Source {
-    Here,
-    Broker(i32),
+/// Each partition's brokers to ask, best first, and how far down its list
+/// a search (or subscription) has gone: partitions are grouped by the
+/// broker to ask next, and one whose every broker failed is a failure.
+struct Attempts {
+    pending: BTreeMap<i32, (Vec<i32>, usize)>,
+    failures: Vec<PartitionFailure>,
+}
+
+impl Attempts {
+    fn new(routes: impl IntoIterator<Item = (i32, Vec<i32>)>) -> Attempts {
+        let mut a = Attempts { pending: BTreeMap::new(), failures: Vec::new() };
+        for (p, brokers) in routes {
+            if brokers.is_empty() {
+                a.failures.push(PartitionFailure { partition: p, node: -1, reason: format!("partition {p} has no leader and no in-sync replica") });
+            } else {
+                a.pending.insert(p, (brokers, 0));
+            }
+        }
+        a
+    }
+
+    fn is_done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The partitions still to ask for, by the broker to ask next.
+    fn by_broker(&self) -> BTreeMap<i32, Vec<i32>> {
+        let mut out: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for (p, (brokers, tried)) in &self.pending {
+            out.entry(brokers[*tried]).or_default().push(*p);
+        }
+        out
+    }
+
+    fn done(&mut self, partition: i32) {
+        self.pending.remove(&partition);
+    }
+
+    /// `node` could not answer for `partition`: its next broker is asked,
+    /// or, with none left, it has failed.
+    fn failed(&mut self, partition: i32, node: i32, reason: &str) {
+        let Some((brokers, tried)) = self.pending.get_mut(&partition) else { return };
+        *tried += 1;
+        if *tried >= brokers.len() {
+            self.pending.remove(&partition);
+            self.failures.push(PartitionFailure { partition, node, reason: format!("broker {node}: {reason}") });
+        }
+    }
+
+    fn into_failures(mut self) -> Vec<PartitionFailure> {
+        self.failures.sort_by_key(|f| f.partition);
+        self.failures
+    }
 }
 
 impl Searcher {
@@ -125,56 +173,37 @@ impl Searcher {
             return run_blocking(move || local.search(&topic, &req)).await.unwrap_or_else(|e| Err(SearchError::Unavailable(e)));
         }
         let mut parts = Vec::new();
-        let mut failures = Vec::new();
-        // Each partition's candidates, and how many have failed it so far.
-        let mut pending: BTreeMap<i32, (Vec<i32>, usize)> = BTreeMap::new();
-        for (p, brokers) in routes {
-            if brokers.is_empty() {
-                failures.push(PartitionFailure { partition: p, node: -1, reason: format!("partition {p} has no leader and no in-sync replica") });
-            } else {
-                pending.insert(p, (brokers, 0));
-            }
-        }
-        while !pending.is_empty() {
-            let mut groups: BTreeMap<Source, Vec<i32>> = BTreeMap::new();
-            for (p, (brokers, tried)) in &pending {
-                let source = if brokers[*tried] == self.me() { Source::Here } else { Source::Broker(brokers[*tried]) };
-                groups.entry(source).or_default().push(*p);
-            }
-            // Every group at once.
+        let mut attempts = Attempts::new(routes);
+        while !attempts.is_done() {
+            // Every broker at once.
             let mut running = Vec::new();
-            for (source, partitions) in groups {
+            for (node, partitions) in attempts.by_broker() {
                 let part = req.for_part(partitions.clone());
-                let task = match source {
-                    Source::Here => {
-                        let (local, topic) = (self.local.clone(), topic.to_string());
-                        tokio::spawn(async move { run_blocking(move || local.search_part(&topic, &part)).await.unwrap_or_else(|e| Err(SearchError::Unavailable(e))) })
-                    }
-                    Source::Broker(id) => {
-                        let client = self.client(id);
-                        let topic = topic.to_string();
-                        tokio::spawn(async move {
-                            match client {
-                                Ok(client) => ask(client, topic, topic_id, part).await,
-                                Err(e) => Err(SearchError::Unavailable(e)),
-                            }
-                        })
-                    }
+                let task = if node == self.me() {
+                    let (local, topic) = (self.local.clone(), topic.to_string());
+                    tokio::spawn(async move { run_blocking(move || local.search_part(&topic, &part)).await.unwrap_or_else(|e| Err(SearchError::Unavailable(e))) })
+                } else {
+                    let client = self.client(node);
+                    let topic = topic.to_string();
+                    tokio::spawn(async move {
+                        match client {
+                            Ok(client) => ask(client, topic, topic_id, part).await,
+                            Err(e) => Err(SearchError::Unavailable(e)),
+                        }
+                    })
                 };
-                running.push((source, partitions, task));
+                running.push((node, partitions, task));
             }
-            for (source, partitions, task) in running {
+            for (node, partitions, task) in running {
                 let answer = task.await.unwrap_or_else(|e| Err(SearchError::Unavailable(format!("search task failed: {e}"))));
-                let node = match source {
-                    Source::Here => self.me(),
-                    Source::Broker(id) => id,
-                };
                 // The partitions to ask of their next replica, and why.
                 let failed: Vec<(i32, String)> = match answer {
                     Ok(mut answer) => {
                         let failed: Vec<(i32, String)> = std::mem::take(&mut answer.failures).into_iter().map(|f| (f.partition, f.reason)).collect();
                         answer.partitions -= failed.len();
-                        parts.push(answer);
+                        if answer.partitions > 0 {
+                            parts.push(answer);
+                        }
                         failed
                     }
                     // The request itself is wrong: no other broker will take it.
@@ -186,20 +215,16 @@ impl Searcher {
                 };
                 for p in &partitions {
                     if !failed.iter().any(|(f, _)| f == p) {
-                        pending.remove(p);
+                        attempts.done(*p);
                     }
                 }
                 for (p, reason) in failed {
                     tracing::debug!(topic, node, partition = p, %reason, "a partition's search failed; asking its next replica");
-                    let Some((brokers, tried)) = pending.get_mut(&p) else { continue };
-                    *tried += 1;
-                    if *tried >= brokers.len() {
-                        pending.remove(&p);
-                        failures.push(PartitionFailure { partition: p, node, reason: format!("broker {node}: {reason}") });
-                    }
+                    attempts.failed(p, node, &reason);
                 }
             }
         }
+        let failures = attempts.into_failures();
         if parts.is_empty() {
             let why = failures.first().map_or_else(|| "no partition to search".to_string(), |f| f.reason.clone());
             return Err(SearchError::Unavailable(format!("no partition of topic [{topic}] could be searched: {why}")));
@@ -207,7 +232,6 @@ impl Searcher {
         let mut answer = merge(&req, parts);
         answer.partitions += failures.len();
         answer.failures.extend(failures);
-        answer.failures.sort_by_key(|f| f.partition);
         Ok(answer)
     }
 
@@ -227,26 +251,13 @@ impl Searcher {
         let Some((topic_id, routes)) = self.local.routes(topic, None) else { return Ok((Vec::new(), Vec::new())) };
         let me = self.me();
         let query_json = serde_json::to_vec(query).map_err(|e| SearchError::Unavailable(format!("cannot encode the query: {e}")))?;
-        let (mut starts, mut failures) = (Vec::new(), Vec::new());
-        let mut pending: BTreeMap<i32, (Vec<i32>, usize)> = BTreeMap::new();
-        for (p, brokers) in routes {
-            if brokers.first() == Some(&me) {
-                continue; // followed here
-            }
-            let others: Vec<i32> = brokers.into_iter().filter(|b| *b != me).collect();
-            if others.is_empty() {
-                failures.push(PartitionFailure { partition: p, node: -1, reason: format!("partition {p} has no leader and no in-sync replica") });
-            } else {
-                pending.insert(p, (others, 0));
-            }
-        }
-        while !pending.is_empty() {
-            let mut by_broker: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-            for (p, (brokers, tried)) in &pending {
-                by_broker.entry(brokers[*tried]).or_default().push(*p);
-            }
+        let mut starts = Vec::new();
+        // Those followed here aside, from the others' other replicas.
+        let elsewhere = routes.into_iter().filter(|(_, b)| b.first() != Some(&me)).map(|(p, b)| (p, b.into_iter().filter(|b| *b != me).collect()));
+        let mut attempts = Attempts::new(elsewhere);
+        while !attempts.is_done() {
             let mut opening = Vec::new();
-            for (id, partitions) in by_broker {
+            for (id, partitions) in attempts.by_broker() {
                 let request = ShardSubscribeRequest {
                     topic: topic.to_string(),
                     topic_id: topic_id.as_bytes().to_vec().into(),
@@ -272,27 +283,21 @@ impl Searcher {
                     Ok((stream, from)) => {
                         starts.extend(from);
                         for p in &partitions {
-                            pending.remove(p);
+                            attempts.done(*p);
                         }
                         tokio::spawn(follow_remote(stream, sink.clone(), topic.to_string(), id, partitions));
                     }
                     Err(reason) => {
                         tracing::debug!(topic, node = id, %reason, "cannot follow partitions at a broker; asking their next replica");
                         for p in partitions {
-                            let (brokers, tried) = pending.get_mut(&p).expect("pending");
-                            *tried += 1;
-                            if *tried >= brokers.len() {
-                                pending.remove(&p);
-                                failures.push(PartitionFailure { partition: p, node: id, reason: format!("broker {id}: {reason}") });
-                            }
+                            attempts.failed(p, id, &reason);
                         }
                     }
                 }
             }
         }
         starts.sort_unstable();
-        failures.sort_by_key(|f| f.partition);
-        Ok((starts, failures))
+        Ok((starts, attempts.into_failures()))
     }
 
     /// Asks for `topic`'s indexes to be rebuilt from its log here and, in a
