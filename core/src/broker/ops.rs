@@ -74,6 +74,8 @@ impl Broker {
                 };
                 let (leader, leader_epoch, replicas, isr) = match cluster.and_then(|t| t.partitions.get(p.index as usize)) {
                     Some(ps) => (ps.leader, ps.leader_epoch, ps.replicas.clone(), ps.isr.clone()),
+                    // A cluster topic this broker's image does not show (yet): no leader to name.
+                    None if self.is_cluster_topic(topic) => (-1, -1, Vec::new(), Vec::new()),
                     None => (if offline.is_some() { -1 } else { me }, LEADER_EPOCH, vec![me], vec![me]),
                 };
                 PartitionInfo {

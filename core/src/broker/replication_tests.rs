@@ -306,3 +306,16 @@ fn a_member_tells_clients_the_quorums_cluster_id_only() {
     let single = node(2);
     assert_eq!(metadata_id(&single.broker), Some(single.broker.cluster_id()), "a single broker tells its own");
 }
+
+/// The admin service describes a cluster topic its image does not show
+/// (just after a restart) with no leader, not as led here.
+#[test]
+fn a_cluster_topic_missing_from_the_view_is_described_without_a_leader() {
+    let n = node(1);
+    n.broker.apply_image(&image(&[&n], 1, 0, vec![1]), 1, n.incarnation);
+    let t = n.broker.topic("t").unwrap();
+    assert_eq!(n.broker.describe_topic(&t).partitions[0].leader, 1);
+    n.broker.set_cluster_view(Some(ClusterView { controller_id: -1, ..ClusterView::default() }));
+    let p = &n.broker.describe_topic(&t).partitions[0];
+    assert_eq!((p.leader, p.replicas.len(), p.isr.len()), (-1, 0, 0));
+}
