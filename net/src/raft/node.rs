@@ -56,6 +56,15 @@ pub struct Controller {
     heard: Arc<std::sync::Mutex<Heard>>,
 }
 
+/// What the liveness task remembers between ticks.
+#[derive(Debug, Default)]
+pub struct LivenessState {
+    /// The term this node has led since, while it leads.
+    leader_since: Option<u64>,
+    /// The last leader this node knew of.
+    last_leader: Option<NodeId>,
+}
+
 /// A broker's liveness as the leader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Liveness {
@@ -212,20 +221,32 @@ impl Controller {
 
     /// On the leader, fences every unfenced broker not heard from within
     /// `session`; call it periodically. Leadership gained just now gives
-    /// every broker a full session to check in.
-    pub async fn fence_silent_brokers(&self, session: Duration, leader_since: &mut Option<u64>) {
+    /// every broker a full session to check in (this node never saw their
+    /// heartbeats) — but the previous leader's broker only half of one: this
+    /// node was elected because the quorum stopped hearing from that leader,
+    /// so it has most likely died with its broker, and a live one heartbeats
+    /// (through its own member, to this leader) every quarter session.
+    pub async fn fence_silent_brokers(&self, session: Duration, state: &mut LivenessState) {
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.current_leader != Some(self.id) {
-            *leader_since = None;
+            state.leader_since = None;
+            if let Some(leader) = metrics.current_leader {
+                state.last_leader = Some(leader);
+            }
             return;
         }
         let now = tokio::time::Instant::now();
-        if *leader_since != Some(metrics.current_term) {
-            *leader_since = Some(metrics.current_term);
+        if state.leader_since != Some(metrics.current_term) {
+            state.leader_since = Some(metrics.current_term);
             let mut seen = self.last_seen.lock().expect("liveness lock");
             seen.clear();
             for id in self.sm.with_image(|img| img.brokers.keys().copied().collect::<Vec<_>>()) {
-                seen.insert(id, now);
+                let suspect = state.last_leader.is_some_and(|l| l != self.id && l == id as NodeId);
+                let since = if suspect { now.checked_sub(session / 2).unwrap_or(now) } else { now };
+                seen.insert(id, since);
+            }
+            if let Some(previous) = state.last_leader.filter(|l| *l != self.id) {
+                tracing::info!(previous_leader = previous, "leading the controller quorum: the previous leader's broker has half a session to check in, the others a full one");
             }
             return;
         }
@@ -334,7 +355,7 @@ impl controller_server::Controller for ControllerService {
 /// the leader fences brokers that stopped sending heartbeats.
 pub async fn run_liveness(shared: Arc<crate::Shared>, controller: Controller, session: Duration) {
     let tick = (session / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut leader_since = None;
+    let mut state = LivenessState::default();
     loop {
         tokio::select! {
             biased;
@@ -344,7 +365,7 @@ pub async fn run_liveness(shared: Arc<crate::Shared>, controller: Controller, se
         tokio::select! {
             biased;
             _ = shared.stopped() => return,
-            _ = controller.fence_silent_brokers(session, &mut leader_since) => {}
+            _ = controller.fence_silent_brokers(session, &mut state) => {}
         }
     }
 }
