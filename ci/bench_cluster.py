@@ -5,6 +5,8 @@ Release brokers on this machine, fresh data directories. Measures
     topic (acks=all, idempotent, min.insync.replicas=2) as a ratio of one
     broker with the same topic at replication factor 1 (same producer
     settings, same records, 3 partitions);
+  * acks=all produce latency, one 200-byte record at a time (each waits
+    for its acknowledgement), p50/p99, on one broker and on the cluster;
   * leader failover time: kill -9 of the partition's leader to the first
     acknowledged write after it, over BENCH_CLUSTER_KILLS kills (the killed
     broker is restarted and rejoins the ISR before the next), p50/p99.
@@ -27,6 +29,7 @@ from benchlib import free_port, logger
 
 RECORDS = int(os.environ.get("BENCH_CLUSTER_RECORDS", 300_000))
 KILLS = int(os.environ.get("BENCH_CLUSTER_KILLS", 20))
+LATENCY_RECORDS = int(os.environ.get("BENCH_CLUSTER_LATENCY_RECORDS", 2000))
 SESSION_MS = int(os.environ.get("BENCH_CLUSTER_SESSION_MS", 3000))
 BIN = Path(os.environ.get("CHRONIK_BIN", Path(__file__).resolve().parent.parent / "target" / "release" / "chronik"))
 
@@ -117,6 +120,21 @@ def throughput(nodes, topic):
     return RECORDS / (time.monotonic() - t0)
 
 
+def latency(nodes, topic, n=LATENCY_RECORDS):
+    """acks=all round trips of single records, in seconds."""
+    p = Producer({"bootstrap.servers": bootstrap(nodes), "enable.idempotence": True, "acks": "all", "linger.ms": 0})
+    value = b"x" * 200
+    p.produce(topic, value=value, partition=0)  # connections and producer id first
+    assert p.flush(30) == 0
+    times = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        p.produce(topic, value=value, partition=0)
+        assert p.flush(30) == 0
+        times.append(time.monotonic() - t0)
+    return times
+
+
 def leader_of(nodes, topic):
     md = AdminClient({"bootstrap.servers": bootstrap(nodes)}).list_topics(topic, timeout=10).topics[topic]
     p = md.partitions[0]
@@ -177,6 +195,7 @@ def main():
         create([single], "solo", 3, 1)
         log(f"single broker: producing {RECORDS} records")
         solo = throughput([single], "solo")
+        solo_latency = latency([single], "solo")
         single.stop()
         shutil.rmtree(root / "n1")
 
@@ -189,6 +208,7 @@ def main():
         create(nodes, "rep", 3, 3)
         log(f"3 brokers, replication factor 3: producing {RECORDS} records")
         rep = throughput(nodes, "rep")
+        rep_latency = latency(nodes, "rep")
         fo = []
         if KILLS > 0:
             create(nodes, "fo", 1, 3)
@@ -197,6 +217,9 @@ def main():
         print(f"produce, 1 broker (RF 1):       {solo:,.0f} records/s (200-byte values, acks=all, idempotent)")
         print(f"produce, 3 brokers (RF 3):      {rep:,.0f} records/s")
         print(f"ratio:                          {rep / solo:.2f}")
+        for name, xs in (("1 broker (RF 1)", solo_latency), ("3 brokers (RF 3)", rep_latency)):
+            print(f"acks=all latency, {name + ':':17} p50 {pct(xs, 0.5) * 1000:.2f} ms, p99 {pct(xs, 0.99) * 1000:.2f} ms "
+                  f"({len(xs)} records one at a time)")
         if fo:
             print(f"leader failover (kill -9 to first acknowledged write, session {SESSION_MS} ms), {len(fo)} kills: "
                   f"p50 {pct(fo, 0.5):.2f} s, p99 {pct(fo, 0.99):.2f} s, max {max(fo):.2f} s")

@@ -359,8 +359,19 @@ pub async fn serve(
         .add_optional_service(proposals)
         .add_optional_service(replicas)
         .add_optional_service(shards);
+    // Without TCP_NODELAY a small answer (a replica fetch's, a vote's) waits
+    // for the peer's delayed ACK: ~40 ms on every acks=all write in a
+    // cluster. (tonic sets it on the connections it accepts itself, not on
+    // ours.)
     #[cfg(not(madsim))]
-    let served = server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener.listener), stop).await;
+    let served = {
+        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener.listener), |s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        });
+        server.serve_with_incoming_shutdown(incoming, stop).await
+    };
     #[cfg(madsim)]
     let served = server.serve_with_shutdown(listener.addr, stop).await;
     if let Err(e) = served {
