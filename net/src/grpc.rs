@@ -237,9 +237,11 @@ impl Admin for AdminService {
                 let answer = async {
                     let channel = crate::raft::network::channel(&rpc).map_err(Status::internal)?;
                     let mut client = chronik_proto::grpc::admin_client::AdminClient::new(channel);
+                    let timeout = std::time::Duration::from_secs(5);
                     let mut req = Request::new(ask);
-                    req.set_timeout(std::time::Duration::from_secs(5));
-                    client.list_groups(req).await
+                    req.set_timeout(timeout);
+                    // (The deadline travels to the peer; a frozen peer never answers.)
+                    tokio::time::timeout(timeout, client.list_groups(req)).await.unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer within 5 s")))
                 };
                 match answer.await {
                     Ok(a) => groups.extend(a.into_inner().groups),

@@ -316,7 +316,9 @@ impl Searcher {
                 let mut client = chronik_proto::grpc::admin_client::AdminClient::new(self.channel(id).map_err(Status::unavailable)?);
                 let mut r = Request::new(chronik_proto::grpc::RebuildSearchIndexRequest { topic: topic.to_string(), local_only: true });
                 r.set_timeout(PART_TIMEOUT);
-                client.rebuild_search_index(r).await
+                // (The deadline travels to the peer; a frozen peer never answers.)
+                let called = tokio::time::timeout(PART_TIMEOUT, client.rebuild_search_index(r)).await;
+                called.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("no answer within {PART_TIMEOUT:?}"))))
             };
             match asked.await {
                 Ok(_) => brokers.push(id),
@@ -420,7 +422,9 @@ async fn ask(mut client: ShardsClient<Channel>, topic: String, topic_id: Uuid, p
     let request_json = serde_json::to_vec(&part).map_err(|e| SearchError::Unavailable(format!("cannot encode the request: {e}")))?;
     let mut r = Request::new(ShardSearchRequest { topic, topic_id: topic_id.as_bytes().to_vec().into(), request_json: request_json.into() });
     r.set_timeout(PART_TIMEOUT);
-    let answer = client.search(r).await.map_err(|s| match s.code() {
+    // (The deadline travels to the peer; a frozen peer never answers.)
+    let called = tokio::time::timeout(PART_TIMEOUT, client.search(r)).await;
+    let answer = called.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("no answer within {PART_TIMEOUT:?}")))).map_err(|s| match s.code() {
         tonic::Code::InvalidArgument => {
             let (kind, reason) = s.message().split_once(": ").unwrap_or(("illegal_argument_exception", s.message()));
             SearchError::Bad(QueryError { kind: es_kind(kind), reason: reason.to_string() })
