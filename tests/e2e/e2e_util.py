@@ -6,8 +6,11 @@ Every loop here is bounded in both iterations and wall-clock time.
 
 from __future__ import annotations
 
+import json
 import random
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 from confluent_kafka import (Consumer, KafkaError, KafkaException, Producer,
@@ -330,3 +333,44 @@ def wait_until(pred, timeout: float, interval: float = 0.2, what: str = "conditi
             break
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Listener:
+    """A live search subscription's server-sent events, read on a thread
+    (bounded by `timeout_s`): `(event name, data)` pairs as they come."""
+
+    def __init__(self, url, timeout_s=60):
+        self.events, self.ready, self.ended = [], threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._listen, args=(url, timeout_s), daemon=True)
+        self.thread.start()
+
+    def _listen(self, url, timeout_s):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as r:
+                name = None
+                for raw in r:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event:"):
+                        name = line[6:].strip()
+                    elif line.startswith("data:"):
+                        self.events.append((name, json.loads(line[5:])))
+                        if name == "subscribed":
+                            self.ready.set()
+        except OSError:
+            pass  # the broker went, or the read timed out: `ended` says so
+        finally:
+            self.ended.set()
+
+    def named(self, name):
+        return [d for n, d in self.events if n == name]
+
+    def hits(self):
+        """(partition, offset) of every `hit` event, in order."""
+        return [(d["partition"], d["offset"]) for d in self.named("hit")]
+
+    def wait_hits(self, want, timeout_s):
+        """Waits (bounded) until the hits delivered are the set `want`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and set(self.hits()) != want:
+            time.sleep(0.1)
+        return self.hits()

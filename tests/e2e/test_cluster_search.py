@@ -9,15 +9,13 @@ broker killed, searches answer with the partitions still reachable and name
 the ones that are not, and a live subscription that loses a broker says so
 and ends."""
 
-import json
-import threading
 import time
 import urllib.parse
-import urllib.request
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from e2e_util import Listener
 from test_grpc_admin import admin_stub, pb  # noqa: F401  (pb is a fixture)
 from test_replication import bootstrap, start_cluster, wait_state
 from test_search import QUERIES, http_json, produce, search_all, wait_http
@@ -59,36 +57,6 @@ def spread_topic(nodes, name):
     leaders = {p: leader for p, (leader, _) in state.items()}
     assert set(leaders.values()) == {1, 2, 3}, f"partitions not spread over the brokers: {leaders}"
     return leaders
-
-
-class Listener:
-    """A live subscription's server-sent events, read on a thread."""
-
-    def __init__(self, url):
-        self.events, self.ready, self.ended = [], threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._listen, args=(url,), daemon=True)
-        self.thread.start()
-
-    def _listen(self, url):
-        try:
-            with urllib.request.urlopen(url, timeout=WAIT_S * 2) as r:
-                name = None
-                for raw in r:
-                    line = raw.decode().rstrip("\n")
-                    if line.startswith("event:"):
-                        name = line[6:].strip()
-                    elif line.startswith("data:"):
-                        self.events.append((name, json.loads(line[5:])))
-                        if name == "subscribed":
-                            self.ready.set()
-        finally:
-            self.ended.set()
-
-    def hits(self):
-        return [(d["partition"], d["offset"]) for name, d in self.events if name == "hit"]
-
-    def named(self, name):
-        return [d for n, d in self.events if n == name]
 
 
 def test_a_search_on_any_broker_covers_every_partition(cluster_factory, pb):  # noqa: F811
@@ -165,17 +133,14 @@ def test_a_live_subscription_on_one_broker_follows_every_partition(cluster_facto
     leaders = spread_topic(nodes, "cl")
     produce(bootstrap(nodes), "cl", 0, 200)  # before the subscription: never delivered
     url = f"{nodes[0].http}/topics/cl/search/stream?" + urllib.parse.urlencode({"q": "level:error"})
-    listener = Listener(url)
+    listener = Listener(url, timeout_s=WAIT_S * 2)
     assert listener.ready.wait(WAIT_S), "no 'subscribed' event"
     started = listener.named("subscribed")[0]["from"]
     assert sorted(int(p) for p in started) == list(range(PARTITIONS)), started
     after = produce(bootstrap(nodes), "cl", 200, 600)
     want = {pos for pos, (i, r) in after.items() if r["level"] == "error"}
     assert {p for p, _ in want} == set(range(PARTITIONS))
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline and set(listener.hits()) != want:
-        time.sleep(0.1)
-    got = listener.hits()
+    got = listener.wait_hits(want, WAIT_S)
     assert len(got) == len(set(got)), "a record was delivered twice"
     assert set(got) == want, f"missing {sorted(want - set(got))[:5]}, extra {sorted(set(got) - want)[:5]}"
     assert not listener.named("partial") and not listener.named("error")

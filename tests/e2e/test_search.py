@@ -8,7 +8,6 @@ command, and bad input answered 400/404 with an Elasticsearch-style body."""
 import json
 import re
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -18,7 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from conftest import chronik_bin
-from e2e_util import create_topic
+from e2e_util import Listener, create_topic
 
 PARTITIONS = 3
 N = 3000
@@ -194,34 +193,15 @@ def test_live_subscription_delivers_exactly_the_new_matches(broker):
     create_topic(broker.bootstrap, topic, PARTITIONS, {"search.enabled": "true"})
     wait_http(broker)
     before = produce(broker.bootstrap, topic, 0, 300)  # before the subscription: never delivered
-    events, ready = [], threading.Event()
     url = f"{broker.http}/topics/{topic}/search/stream?" + urllib.parse.urlencode({"q": "level:error AND user.id:[0 TO 9]"})
-
-    def listen():
-        with urllib.request.urlopen(url, timeout=60) as r:
-            name = None
-            for raw in r:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    if name == "subscribed":
-                        ready.set()
-                    elif name == "hit":
-                        events.append(json.loads(line[5:]))
-                        if len(events) >= expected_count[0]:
-                            return
-
-    expected_count = [10 ** 9]
-    t = threading.Thread(target=listen, daemon=True)
-    t.start()
-    assert ready.wait(20), "no 'subscribed' event"
+    listener = Listener(url)
+    assert listener.ready.wait(20), "no 'subscribed' event"
     after = produce(broker.bootstrap, topic, 300, 1200)
     want = {pos for pos, (i, r) in after.items() if r["level"] == "error" and r["user"]["id"] <= 9}
-    expected_count[0] = len(want)
-    t.join(FRESH_S)
-    time.sleep(0.5)
-    got = [(e["partition"], e["offset"]) for e in events]
+    listener.wait_hits(want, FRESH_S)
+    time.sleep(0.5)  # nothing more arrives
+    got = listener.hits()
+    events = listener.named("hit")
     assert len(got) == len(set(got)), "a record was delivered twice"
     assert set(got) == want, f"{len(got)} delivered, {len(want)} expected; extra {sorted(set(got) - want)[:5]}, " \
                              f"missing {sorted(want - set(got))[:5]}"
