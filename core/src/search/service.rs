@@ -375,6 +375,32 @@ mod tests {
         }
     }
 
+    fn hit(partition: i32, offset: i64, ts: i64) -> Hit {
+        let doc = Doc { partition, offset, timestamp: ts, key: None, value: None, headers: Vec::new() };
+        Hit { doc, score: 0.0, sort: SortKey { values: vec![ts as f64], partition, offset } }
+    }
+
+    #[test]
+    fn parts_merge_into_the_page_in_sort_order() {
+        use crate::search::SortOrder;
+        let req = SearchRequest { query: Query::All, from: 2, size: 3, sort: vec![SortField::Timestamp(SortOrder::Desc)], search_after: None, partitions: None };
+        let part = |hits: Vec<Hit>, total| SearchResponse { total, partitions: 1, hits, failures: Vec::new() };
+        // Each part answers its own best from + size = 5, newest first.
+        let a = part(vec![hit(0, 9, 90), hit(0, 7, 70), hit(0, 5, 50), hit(0, 3, 30), hit(0, 1, 10)], 10);
+        let b = part(vec![hit(1, 8, 80), hit(1, 6, 70), hit(1, 4, 40)], 3);
+        let failed = SearchResponse { partitions: 1, failures: vec![PartitionFailure { partition: 2, node: 3, reason: "down".into() }], ..Default::default() };
+        let page = merge(&req, vec![a, b, failed]);
+        let at: Vec<(i32, i64)> = page.hits.iter().map(|h| (h.doc.partition, h.doc.offset)).collect();
+        // 90, 80, [70 (p0), 70 (p1): ties by partition, 50], 40, ...
+        assert_eq!(at, [(0, 7), (1, 6), (0, 5)]);
+        assert_eq!((page.total, page.partitions, page.failures.len()), (13, 3, 1));
+        assert_eq!(req.for_part(vec![0]).size, 5, "each part is asked for the whole window");
+        // Past the window, nothing is known: nothing is made up.
+        let deep = SearchRequest { from: MAX_RESULT_WINDOW - 1, size: 10, ..req.clone() };
+        let many = part((0..MAX_RESULT_WINDOW as i64).map(|o| hit(0, o, -o)).collect(), MAX_RESULT_WINDOW as u64 + 5);
+        assert_eq!(merge(&deep, vec![many]).hits.len(), 1);
+    }
+
     #[test]
     fn a_partition_is_searched_here_when_held_in_sync_else_at_its_leader_then_the_isr() {
         let t = state(vec![(vec![1, 2, 3], 2), (vec![2, 3], 3), (vec![1], -1), (vec![3], -1), (vec![1, 3], 1)]);
